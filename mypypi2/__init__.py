@@ -1,0 +1,1 @@
+"""mypypi2: a pull-through cache for Python package indexes."""

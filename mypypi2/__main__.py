@@ -1,0 +1,3 @@
+from mypypi2.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The ASGI application: the only place where concrete classes are built and wired."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TypedDict
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from mypypi2 import db
+from mypypi2.config import Config
+from mypypi2.errors import (
+    NotAcceptable,
+    ProjectNotFound,
+    RepositoryNotFound,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamTimeout,
+)
+from mypypi2.pages import Clock, Pages
+from mypypi2.routes import health, simple
+from mypypi2.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    pages: Pages
+
+
+# Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
+# any other error on a project page as a failed resolve (never "not on this index").
+_STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
+    (RepositoryNotFound, 404),
+    (ProjectNotFound, 404),
+    (UpstreamNotFound, 404),
+    (NotAcceptable, 406),
+    (UpstreamTimeout, 504),
+    (UpstreamError, 502),
+)
+
+
+async def _error_response(request: Request, exc: Exception) -> Response:
+    status = next(code for error, code in _STATUS_BY_ERROR if isinstance(exc, error))
+    if status >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
+    return PlainTextResponse(f"{exc}\n", status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> Starlette:
+    """The app for one worker; `dsn` is the already migrated database it serves from."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        async with AsyncExitStack() as stack:
+            pool = await db.create_pool(
+                dsn, config.database.pool_min_size, config.database.pool_max_size
+            )
+            stack.push_async_callback(pool.close)
+            clients = {}
+            for repository in config.repositories:
+                session = UpstreamClient.open_session(repository)
+                stack.push_async_callback(session.close)
+                clients[repository.name] = UpstreamClient(repository, session)
+            pages = Pages(
+                pool,
+                {r.name: r for r in config.repositories},
+                clients,
+                base_url=config.server.base_url,
+                cache_entries=config.server.cache_entries,
+                clock=clock,
+            )
+            yield {"pages": pages}
+
+    return Starlette(
+        routes=[*health.routes, *simple.routes],
+        lifespan=lifespan,
+        exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
+    )

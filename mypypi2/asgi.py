@@ -1,0 +1,22 @@
+"""Worker entry point for the ASGI servers: `mypypi2.asgi:create` (an app factory).
+
+`mypypi2 serve` resolves the configuration and the database once, migrates, and hands both
+to its worker processes through one environment variable, so no worker re-reads files,
+starts a database or races another worker's migrations.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from starlette.applications import Starlette
+
+from mypypi2.app import create_app
+from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
+
+
+def create() -> Starlette:
+    handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return create_app(handoff.config, handoff.dsn)

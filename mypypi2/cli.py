@@ -1,0 +1,150 @@
+"""The `mypypi2` command: serve, migrate, config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from mypypi2 import config as config_module
+from mypypi2 import db, embedded
+from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
+from mypypi2.errors import ConfigError
+
+log = logging.getLogger("mypypi2")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mypypi2",
+        description="A pull-through cache for Python package indexes.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (.toml, .json or .yaml); default: config.toml, config.json or "
+        "config.yaml in the working directory, else built-in defaults",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the cache",
+        description="Run the cache. With no database configured, an embedded PostgreSQL "
+        "is started in the data directory; migrations are applied before serving.",
+    )
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (0: one per CPU core)")
+    serve.add_argument("--server", choices=SERVERS, help="ASGI server (default: granian)")
+
+    commands.add_parser(
+        "migrate",
+        help="apply database migrations and exit",
+        description="Apply pending database migrations (also done by `serve`) and exit.",
+    )
+    show = commands.add_parser(
+        "config",
+        help="print the resolved configuration as TOML",
+        description="Print the configuration after defaults, the config file and MYPYPI2_* "
+        "environment overrides are applied.",
+    )
+    show.add_argument("--show", action="store_true", help="print it (the default action)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = _load_config(args.config)
+        if args.command == "config":
+            sys.stdout.write(config_module.to_toml(config))
+            return 0
+        if args.command == "migrate":
+            applied = db.migrate(_database(config))
+            print(f"applied {applied} migration(s)")
+            return 0
+        return _serve(config, args)
+    except ConfigError as exc:
+        print(f"mypypi2: {exc}", file=sys.stderr)
+        return 2
+
+
+def _load_config(path: Path | None) -> Config:
+    if path is None:
+        path = config_module.find_config_file(Path.cwd())
+    return config_module.load(path, os.environ)
+
+
+def _database(config: Config) -> str:
+    if config.database.url:
+        return config.database.url
+    return embedded.start(config_module.data_dir(config))
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    overrides = {
+        key: value
+        for key, value in (
+            ("host", args.host),
+            ("port", args.port),
+            ("workers", args.workers),
+            ("server", args.server),
+        )
+        if value is not None
+    }
+    try:
+        server = msgspec.convert(
+            {**msgspec.to_builtins(config.server), **overrides}, type(config.server)
+        )
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid command-line option: {exc}") from exc
+    config = msgspec.structs.replace(config, server=server)
+    dsn = _database(config)
+    db.migrate(dsn)
+    workers = server.workers or os.cpu_count() or 1
+    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn)
+    for repository in config.repositories:
+        print(
+            f"mypypi2: repository {repository.name!r} caches {repository.upstream}\n"
+            f"  pip install --index-url http://{server.host}:{server.port}"
+            f"{server.base_url.rstrip('/')}/{repository.name}/simple/ ...",
+            flush=True,
+        )
+    if server.server == "hypercorn":
+        _run_hypercorn(server.host, server.port, workers)
+    else:
+        _run_granian(server.host, server.port, workers)
+    return 0
+
+
+def _run_granian(host: str, port: int, workers: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        "mypypi2.asgi:create",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+    ).serve()
+
+
+def _run_hypercorn(host: str, port: int, workers: int) -> None:
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.run import run
+
+    hypercorn_config = HypercornConfig()
+    hypercorn_config.application_path = "mypypi2.asgi:create()"
+    hypercorn_config.bind = [f"{host}:{port}"]
+    hypercorn_config.workers = workers
+    hypercorn_config.accesslog = None
+    run(hypercorn_config)

@@ -1,0 +1,320 @@
+"""Configuration: frozen msgspec Structs, read once at start-up and passed down.
+
+Sources, later ones winning: defaults, one config file (`config.toml`, `config.json` or
+`config.yaml` in the working directory, or the file named with `--config`), then environment
+variables `MYPYPI2_<KEY>` where nested keys are joined with `__` and repositories are
+addressed by name: `MYPYPI2_DATABASE__URL`, `MYPYPI2_REPOSITORIES__PRIVATE__PASSWORD`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_origin
+from urllib.parse import urlsplit
+
+import msgspec
+import tomli_w
+import yaml
+
+from mypypi2.errors import ConfigError
+
+CONFIG_FILENAMES = ("config.toml", "config.json", "config.yaml")
+ENV_PREFIX = "MYPYPI2_"
+# How `serve` hands the resolved configuration to its worker processes (see asgi.py).
+HANDOFF_VARIABLE = "MYPYPI2_WORKER_CONFIG"
+# Variables with that prefix that are not config keys.
+_ENV_NOT_CONFIG = {"MYPYPI2_TEST_DATABASE_URL", HANDOFF_VARIABLE}
+_REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+MIB = 1024 * 1024
+SERVERS = ("granian", "hypercorn")
+
+
+class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """One cached index: served under `/{name}/simple/`, pulled from `upstream`."""
+
+    name: str
+    upstream: str
+    # Seconds a project page is served without asking the upstream (the public index's
+    # own CDN uses 600).
+    ttl: float = 600.0
+    # Seconds the project list is served without asking the upstream.
+    list_ttl: float = 600.0
+    # Seconds an upstream 404 is remembered before asking again.
+    negative_ttl: float = 300.0
+    connect_timeout: float = 10.0
+    # Longest silence while reading a response, and the cap on a whole page fetch.
+    read_timeout: float = 30.0
+    total_timeout: float = 120.0
+    max_page_bytes: int = 32 * MIB
+    max_list_bytes: int = 512 * MIB
+    # Credentials for a private upstream: HTTP basic auth and/or extra request headers.
+    username: str | None = None
+    password: str | None = None
+    headers: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if not _REPOSITORY_NAME.match(self.name):
+            raise ValueError(f"name {self.name!r}: use lowercase letters, digits, '.', '_', '-'")
+        parts = urlsplit(self.upstream)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"upstream {self.upstream!r} is not an http(s) URL")
+        for key in ("ttl", "list_ttl", "negative_ttl"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key.replace('_', '-')} must be >= 0")
+        for key in ("connect_timeout", "read_timeout", "total_timeout"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key.replace('_', '-')} must be > 0")
+        for key in ("max_page_bytes", "max_list_bytes"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key.replace('_', '-')} must be > 0")
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Worker processes; 0 means one per CPU core.
+    workers: int = 0
+    # The ASGI server `mypypi2 serve` runs: granian (default) or hypercorn.
+    server: str = "granian"
+    # Where clients reach us, when behind a reverse proxy under a path prefix
+    # ("/mirror") or another host ("https://cache.example/mirror"). Empty: the URLs we emit
+    # are root-relative.
+    base_url: str = ""
+    # Rendered pages kept in each worker's memory.
+    cache_entries: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be between 1 and 65535")
+        if self.workers < 0:
+            raise ValueError("workers must be >= 0")
+        if self.server not in SERVERS:
+            raise ValueError(f"server must be one of {', '.join(SERVERS)}")
+        if self.base_url:
+            parts = urlsplit(self.base_url)
+            if parts.query or parts.fragment or (parts.scheme and not parts.netloc):
+                raise ValueError(f"base-url {self.base_url!r} must be a path or http(s) URL")
+            if not parts.scheme and not self.base_url.startswith("/"):
+                raise ValueError(f"base-url {self.base_url!r} must start with '/' or a scheme")
+        if self.cache_entries < 1:
+            raise ValueError("cache-entries must be >= 1")
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    # A PostgreSQL DSN. Empty: start the embedded PostgreSQL in `data-dir/postgres`.
+    url: str = ""
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+
+    def __post_init__(self) -> None:
+        if self.url and urlsplit(self.url).scheme not in ("postgresql", "postgres"):
+            raise ValueError("url must be a postgresql:// DSN")
+        if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
+            raise ValueError("need 0 <= pool-min-size <= pool-max-size and pool-max-size >= 1")
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    # Embedded PostgreSQL and (later) stored files live here.
+    data_dir: str = "data"
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    # Empty: one repository "pypi" whose upstream is the index pip is configured with.
+    repositories: tuple[RepositoryConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for repository in self.repositories:
+            if repository.name in seen:
+                raise ValueError(f"repositories: duplicate repository name {repository.name!r}")
+            seen.add(repository.name)
+
+    def repository(self, name: str) -> RepositoryConfig | None:
+        return next((r for r in self.repositories if r.name == name), None)
+
+
+def find_config_file(directory: Path) -> Path | None:
+    found = [directory / name for name in CONFIG_FILENAMES if (directory / name).is_file()]
+    if len(found) > 1:
+        raise ConfigError(
+            f"several config files in {directory}: {', '.join(p.name for p in found)}"
+        )
+    return found[0] if found else None
+
+
+def load(path: Path | None, environ: Mapping[str, str]) -> Config:
+    """Read `path` (None: defaults only), apply env overrides, validate, fill the default repo."""
+    raw = _read_file(path) if path is not None else {}
+    where = str(path) if path is not None else "defaults"
+    _apply_env(raw, environ)
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({where}): {exc}") from exc
+    if not config.repositories:
+        default = RepositoryConfig(name="pypi", upstream=default_upstream(environ))
+        config = msgspec.structs.replace(config, repositories=(default,))
+    return config
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".toml":
+            data: object = tomllib.loads(text.decode())
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: use a .toml, .json or .yaml file")
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a table/object")
+    return data
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable in _ENV_NOT_CONFIG:
+            continue
+        keys = [part.lower().replace("_", "-") for part in variable[len(ENV_PREFIX) :].split("__")]
+        _set_override(raw, keys, value, variable)
+
+
+def _set_override(raw: dict[str, Any], keys: list[str], value: str, variable: str) -> None:
+    """Set `raw[keys...] = value`, converting the string to the type the key declares."""
+    struct: type[msgspec.Struct] = Config
+    node = raw
+    index = 0
+    while True:
+        key = keys[index]
+        field = next((f for f in msgspec.structs.fields(struct) if f.encode_name == key), None)
+        if field is None:
+            raise ConfigError(f"{variable}: {key!r} is not a configuration key")
+        if key == "repositories":
+            # Repositories are a list; the next part of the variable names one of them.
+            if index + 2 >= len(keys):
+                raise ConfigError(
+                    f"{variable}: name a repository and a key, e.g. {variable}__NAME__UPSTREAM"
+                )
+            name = keys[index + 1]
+            entries = node.setdefault("repositories", [])
+            if not isinstance(entries, list):
+                raise ConfigError("repositories must be a list")
+            entry = next(
+                (e for e in entries if isinstance(e, dict) and e.get("name") == name), None
+            )
+            if entry is None:
+                entry = {"name": name}
+                entries.append(entry)
+            node, struct, index = entry, RepositoryConfig, index + 2
+            continue
+        if index == len(keys) - 1:
+            node[key] = _convert_env_value(value, field.type, variable)
+            return
+        if not (isinstance(field.type, type) and issubclass(field.type, msgspec.Struct)):
+            raise ConfigError(f"{variable}: {key!r} has no sub-keys")
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{variable}: {key!r} must be a table")
+        node, struct, index = child, field.type, index + 1
+
+
+def _convert_env_value(value: str, type_: Any, variable: str) -> Any:
+    """Tables and lists are given as JSON; scalars as plain text ("8000", "true")."""
+    structured = get_origin(type_) in (dict, list, tuple) or type_ in (dict, list, tuple)
+    try:
+        if structured:
+            return msgspec.json.decode(value, type=type_)
+        return msgspec.convert(value, type_, strict=False)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{variable}: {exc}") from exc
+
+
+def default_upstream(environ: Mapping[str, str]) -> str:
+    """The index pip itself would use: PIP_INDEX_URL, pip's configuration, pip's default."""
+    if environ.get("PIP_INDEX_URL"):
+        return environ["PIP_INDEX_URL"].split()[0]
+    configured = _pip_config_value("index-url", environ)
+    if configured:
+        return configured
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError as exc:
+        raise ConfigError(
+            "no repository is configured and pip is not installed to name a default upstream;"
+            " add a [[repositories]] entry"
+        ) from exc
+    return str(PyPI.simple_url)
+
+
+def _pip_config_value(key: str, environ: Mapping[str, str]) -> str | None:
+    """Ask pip (`pip config list`) so every place pip reads its config is honoured."""
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(environ),
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    # Lines look like `global.index-url='https://...'`; later scopes override earlier ones.
+    found = None
+    for line in listing.splitlines():
+        scope_key, _, quoted = line.partition("=")
+        if scope_key.split(".", 1)[-1] == key and scope_key.split(".", 1)[0] in (
+            "global",
+            "install",
+            ":env:",
+        ):
+            found = quoted.strip().strip("'\"").split()[0] if quoted.strip("'\" ") else None
+    return found
+
+
+def to_toml(config: Config) -> str:
+    """The resolved configuration as TOML (for `mypypi2 config --show`)."""
+    return tomli_w.dumps(_without_none(msgspec.to_builtins(config)))
+
+
+def _without_none(value: Any) -> Any:
+    # TOML has no null: a key left unset is simply absent.
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+class WorkerHandoff(msgspec.Struct, frozen=True):
+    """What `serve` resolved once (config, database) for its worker processes."""
+
+    config: Config
+    dsn: str
+
+
+def encode_handoff(config: Config, dsn: str) -> str:
+    return msgspec.json.encode(WorkerHandoff(config, dsn)).decode()
+
+
+def decode_handoff(text: str) -> WorkerHandoff:
+    return msgspec.json.decode(text, type=WorkerHandoff)
+
+
+def data_dir(config: Config) -> Path:
+    return Path(os.path.abspath(config.data_dir))

@@ -1,0 +1,46 @@
+"""PostgreSQL: schema migrations (yoyo, on psycopg) and the asyncpg pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from yoyo import get_backend, read_migrations
+
+# The top-level sql/ of the checkout (mypypi2 runs from a checkout or an editable install).
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+def migrate(dsn: str) -> int:
+    """Apply pending migrations under yoyo's lock; returns how many were applied."""
+    backend = get_backend(_yoyo_uri(dsn))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+    finally:
+        backend.connection.close()
+    return len(pending)
+
+
+def _yoyo_uri(dsn: str) -> str:
+    # yoyo picks its DB-API driver from the scheme; psycopg 3 is the one we ship.
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+
+
+async def create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection
+    )
+    assert pool is not None
+    return pool

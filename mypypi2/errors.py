@@ -1,0 +1,64 @@
+"""Every exception mypypi2 raises on purpose.
+
+They carry data (repository, project, URL, reason), never HTTP wording: `app.py` maps
+them to status codes in one table.
+"""
+
+from __future__ import annotations
+
+
+class Mypypi2Error(Exception):
+    """Base of every error raised on purpose."""
+
+
+class ConfigError(Mypypi2Error):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+class RepositoryNotFound(Mypypi2Error):
+    def __init__(self, repository: str) -> None:
+        super().__init__(f"no repository named {repository!r}")
+        self.repository = repository
+
+
+class ProjectNotFound(Mypypi2Error):
+    def __init__(self, repository: str, project: str) -> None:
+        super().__init__(f"project {project!r} not found in repository {repository!r}")
+        self.repository = repository
+        self.project = project
+
+
+class NotAcceptable(Mypypi2Error):
+    """No representation we serve matches the client's Accept header."""
+
+    def __init__(self, accept: str) -> None:
+        super().__init__(f"none of the offered media types is acceptable: {accept!r}")
+        self.accept = accept
+
+
+class MalformedPage(Mypypi2Error):
+    """An upstream page could not be parsed; `reason` says why (raised by pure parsers)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UpstreamError(Mypypi2Error):
+    """The upstream did not give a usable answer (bad status, bad body, connection failure)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"upstream {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within the configured timeouts."""
+
+
+class UpstreamNotFound(UpstreamError):
+    """The upstream answered 404 (or 410): it does not have what we asked for."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, "not found")

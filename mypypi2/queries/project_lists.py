@@ -1,0 +1,79 @@
+"""The project list of each repository, stored whole in one row."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mypypi2.models import ProjectList
+from mypypi2.queries import Executor, PageState, Validators
+
+SELECT_STATE = """
+SELECT true AS found, revision, changed_at, checked_at, etag, last_modified, last_serial,
+       content_hash
+FROM project_lists
+WHERE repository = $1
+"""
+
+SELECT_LIST = """
+SELECT names, last_serial FROM project_lists WHERE repository = $1
+"""
+
+UPSERT_LIST = """
+INSERT INTO project_lists AS l (repository, names, last_serial, etag, last_modified,
+                                content_hash, changed_at, checked_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+ON CONFLICT (repository) DO UPDATE
+SET names = $2, last_serial = $3, etag = $4, last_modified = $5, content_hash = $6,
+    changed_at = $7, checked_at = $7, revision = l.revision + 1
+"""
+
+UPDATE_CHECKED = """
+UPDATE project_lists SET checked_at = $2, etag = $3, last_modified = $4,
+                         last_serial = COALESCE($5, last_serial)
+WHERE repository = $1
+"""
+
+
+async def get_state(db: Executor, repository: str) -> PageState | None:
+    row = await db.fetchrow(SELECT_STATE, repository)
+    return PageState(**row) if row is not None else None
+
+
+async def get_list(db: Executor, repository: str) -> ProjectList | None:
+    row = await db.fetchrow(SELECT_LIST, repository)
+    if row is None:
+        return None
+    return ProjectList(names=tuple(row["names"]), last_serial=row["last_serial"])
+
+
+async def save_list(
+    db: Executor,
+    repository: str,
+    projects: ProjectList,
+    validators: Validators,
+    content_hash: bytes,
+    now: dt.datetime,
+) -> None:
+    await db.execute(
+        UPSERT_LIST,
+        repository,
+        list(projects.names),
+        projects.last_serial,
+        validators.etag,
+        validators.last_modified,
+        content_hash,
+        now,
+    )
+
+
+async def mark_checked(
+    db: Executor, repository: str, validators: Validators, now: dt.datetime
+) -> None:
+    await db.execute(
+        UPDATE_CHECKED,
+        repository,
+        now,
+        validators.etag,
+        validators.last_modified,
+        validators.last_serial,
+    )

@@ -1,0 +1,175 @@
+"""The projects table and the files a project page lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mypypi2.models import FileEntry, ProjectPage
+from mypypi2.queries import Executor, PageState, Validators
+
+SELECT_STATE = """
+SELECT found, revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash
+FROM projects
+WHERE repository = $1 AND name = $2
+"""
+
+SELECT_PROJECT = """
+SELECT id, status, status_reason, versions, last_serial
+FROM projects
+WHERE repository = $1 AND name = $2 AND found
+"""
+
+SELECT_LISTED_FILES = """
+SELECT filename, upstream_url, hashes, requires_python, yanked, core_metadata,
+       size, upload_time, provenance, gpg_sig
+FROM files
+WHERE project_id = $1 AND listed
+ORDER BY position
+"""
+
+# A content change bumps the revision, which tells every worker its rendering is outdated.
+UPSERT_FOUND = """
+INSERT INTO projects AS p (repository, name, found, status, status_reason, versions,
+                           last_serial, etag, last_modified, content_hash, changed_at,
+                           checked_at)
+VALUES ($1, $2, true, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+ON CONFLICT (repository, name) DO UPDATE
+SET found = true, status = $3, status_reason = $4, versions = $5, last_serial = $6,
+    etag = $7, last_modified = $8, content_hash = $9, changed_at = $10, checked_at = $10,
+    revision = p.revision + 1
+RETURNING id
+"""
+
+# Files the page no longer lists keep their row (and storage state) but leave the page.
+UNLIST_FILES_NOT_IN = """
+UPDATE files SET listed = false
+WHERE project_id = $1 AND listed AND NOT (filename = ANY($2::text[]))
+"""
+
+UPSERT_FILES = """
+INSERT INTO files AS f (project_id, filename, listed, position, upstream_url, hashes,
+                        requires_python, yanked, core_metadata, size, upload_time,
+                        provenance, gpg_sig)
+SELECT $1, u.filename, true, u.position, u.upstream_url, u.hashes, u.requires_python,
+       u.yanked, u.core_metadata, u.size, u.upload_time, u.provenance, u.gpg_sig
+FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[], $6::text[], $7::text[],
+            $8::jsonb[], $9::bigint[], $10::timestamptz[], $11::text[], $12::boolean[])
+     AS u (filename, position, upstream_url, hashes, requires_python, yanked,
+           core_metadata, size, upload_time, provenance, gpg_sig)
+ON CONFLICT (project_id, filename) DO UPDATE
+SET listed = true, position = EXCLUDED.position, upstream_url = EXCLUDED.upstream_url,
+    hashes = EXCLUDED.hashes, requires_python = EXCLUDED.requires_python,
+    yanked = EXCLUDED.yanked, core_metadata = EXCLUDED.core_metadata,
+    size = EXCLUDED.size, upload_time = EXCLUDED.upload_time,
+    provenance = EXCLUDED.provenance, gpg_sig = EXCLUDED.gpg_sig
+"""
+
+# An upstream 404: remembered as a row so a fleet asking again is answered from here.
+UPSERT_NOT_FOUND = """
+INSERT INTO projects AS p (repository, name, found, changed_at, checked_at)
+VALUES ($1, $2, false, $3, $3)
+ON CONFLICT (repository, name) DO UPDATE
+SET found = false, changed_at = $3, checked_at = $3, etag = NULL, last_modified = NULL,
+    content_hash = NULL, revision = p.revision + 1
+"""
+
+# The upstream confirmed what we hold: only freshness and validators move.
+UPDATE_CHECKED = """
+UPDATE projects SET checked_at = $3, etag = $4, last_modified = $5,
+                    last_serial = COALESCE($6, last_serial)
+WHERE repository = $1 AND name = $2
+"""
+
+
+async def get_state(db: Executor, repository: str, name: str) -> PageState | None:
+    row = await db.fetchrow(SELECT_STATE, repository, name)
+    return PageState(**row) if row is not None else None
+
+
+async def get_page(db: Executor, repository: str, name: str) -> ProjectPage | None:
+    project = await db.fetchrow(SELECT_PROJECT, repository, name)
+    if project is None:
+        return None
+    rows = await db.fetch(SELECT_LISTED_FILES, project["id"])
+    files = tuple(
+        FileEntry(
+            filename=row["filename"],
+            url=row["upstream_url"],
+            hashes=row["hashes"],
+            requires_python=row["requires_python"],
+            yanked=row["yanked"],
+            core_metadata=row["core_metadata"],
+            size=row["size"],
+            upload_time=row["upload_time"],
+            provenance=row["provenance"],
+            gpg_sig=row["gpg_sig"],
+        )
+        for row in rows
+    )
+    return ProjectPage(
+        name=name,
+        files=files,
+        versions=tuple(project["versions"]),
+        status=project["status"],
+        status_reason=project["status_reason"],
+        last_serial=project["last_serial"],
+    )
+
+
+async def save_page(
+    db: Executor,
+    repository: str,
+    page: ProjectPage,
+    validators: Validators,
+    content_hash: bytes,
+    now: dt.datetime,
+) -> None:
+    """Replace the stored page; run it inside a transaction so readers never see half."""
+    project_id = await db.fetchval(
+        UPSERT_FOUND,
+        repository,
+        page.name,
+        page.status,
+        page.status_reason,
+        list(page.versions),
+        page.last_serial,
+        validators.etag,
+        validators.last_modified,
+        content_hash,
+        now,
+    )
+    files = page.files
+    await db.execute(UNLIST_FILES_NOT_IN, project_id, [f.filename for f in files])
+    await db.execute(
+        UPSERT_FILES,
+        project_id,
+        [f.filename for f in files],
+        list(range(len(files))),
+        [f.url for f in files],
+        [f.hashes for f in files],
+        [f.requires_python for f in files],
+        [f.yanked for f in files],
+        [f.core_metadata for f in files],
+        [f.size for f in files],
+        [f.upload_time for f in files],
+        [f.provenance for f in files],
+        [f.gpg_sig for f in files],
+    )
+
+
+async def save_not_found(db: Executor, repository: str, name: str, now: dt.datetime) -> None:
+    await db.execute(UPSERT_NOT_FOUND, repository, name, now)
+
+
+async def mark_checked(
+    db: Executor, repository: str, name: str, validators: Validators, now: dt.datetime
+) -> None:
+    await db.execute(
+        UPDATE_CHECKED,
+        repository,
+        name,
+        now,
+        validators.etag,
+        validators.last_modified,
+        validators.last_serial,
+    )

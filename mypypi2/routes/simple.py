@@ -1,0 +1,119 @@
+"""The Simple Repository API: `/{repo}/simple/` and `/{repo}/simple/{project}/`."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from mypypi2 import names
+from mypypi2.errors import ProjectNotFound
+from mypypi2.negotiate import HTML_V1, JSON_V1, negotiate
+from mypypi2.pages import Pages, Snapshot
+
+
+async def project_list(request: Request) -> Response:
+    return await _project_list(request, None)
+
+
+async def project_list_json(request: Request) -> Response:
+    return await _project_list(request, JSON_V1)
+
+
+async def project_list_html(request: Request) -> Response:
+    return await _project_list(request, HTML_V1)
+
+
+async def project_page(request: Request) -> Response:
+    return await _project_page(request, None)
+
+
+async def project_page_json(request: Request) -> Response:
+    return await _project_page(request, JSON_V1)
+
+
+async def project_page_html(request: Request) -> Response:
+    return await _project_page(request, HTML_V1)
+
+
+async def add_slash(request: Request) -> Response:
+    return _redirect(request, request.url.path + "/", 308)
+
+
+async def _project_list(request: Request, forced: str | None) -> Response:
+    media_type = forced or _negotiate(request)
+    snapshot = await _pages(request).project_list(request.path_params["repo"])
+    return _page_response(request, snapshot, media_type)
+
+
+async def _project_page(request: Request, forced: str | None) -> Response:
+    repository = request.path_params["repo"]
+    requested = request.path_params["project"]
+    if not names.is_valid_name(requested):
+        raise ProjectNotFound(repository, requested)
+    name = names.normalize(requested)
+    if name != requested:
+        # PEP 503: one canonical URL per project. pip caches 301s, so only ever for names.
+        prefix = request.url.path[: -len(requested) - 1]
+        return _redirect(request, f"{prefix}{name}/", 301)
+    media_type = forced or _negotiate(request)
+    snapshot = await _pages(request).project(repository, name)
+    return _page_response(request, snapshot, media_type)
+
+
+def _pages(request: Request) -> Pages:
+    pages: Pages = request.state.pages
+    return pages
+
+
+def _negotiate(request: Request) -> str:
+    return negotiate(request.headers.get("accept"), request.query_params.get("format"))
+
+
+def _redirect(request: Request, path: str, status: int) -> Response:
+    query = request.url.query
+    location = _pages(request).base_url + path + (f"?{query}" if query else "")
+    return RedirectResponse(location, status_code=status)
+
+
+def _page_response(request: Request, snapshot: Snapshot, media_type: str) -> Response:
+    representation = snapshot.representation(media_type)
+    headers = {
+        "ETag": representation.etag,
+        "Vary": "Accept",
+        "Cache-Control": f"max-age={snapshot.max_age}, public",
+        "Last-Modified": format_datetime(snapshot.changed_at, usegmt=True),
+    }
+    if snapshot.last_serial is not None:
+        headers["X-PyPI-Last-Serial"] = str(snapshot.last_serial)
+    if snapshot.stale:
+        # RFC 9111 section 5.5 is gone; a plain header says the upstream could not confirm it.
+        headers["X-Mypypi2-Stale"] = "upstream-unavailable"
+    if _etag_matches(request.headers.get("if-none-match"), representation.etag):
+        return Response(status_code=304, headers=headers)
+    content_type = media_type + ("; charset=utf-8" if media_type != JSON_V1 else "")
+    headers["Content-Type"] = content_type
+    return Response(representation.body, headers=headers)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
+    return any(tag in ("*", etag) for tag in candidates)
+
+
+# PEP 691 path variants (`v1+json/`, `v1+html/`) force a format whatever Accept says; no
+# project name contains "+", so they never shadow a project.
+routes = [
+    Route("/{repo}/simple/", project_list),
+    Route("/{repo}/simple", add_slash),
+    Route("/{repo}/simple/v1+json/", project_list_json),
+    Route("/{repo}/simple/v1+html/", project_list_html),
+    Route("/{repo}/simple/v1+json/{project}/", project_page_json),
+    Route("/{repo}/simple/v1+html/{project}/", project_page_html),
+    Route("/{repo}/simple/{project}/", project_page),
+    Route("/{repo}/simple/{project}", add_slash),
+]

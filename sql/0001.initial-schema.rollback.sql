@@ -1,0 +1,3 @@
+DROP TABLE project_lists;
+DROP TABLE files;
+DROP TABLE projects;

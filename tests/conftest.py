@@ -1,0 +1,165 @@
+"""Fixtures shared by the integration tests: PostgreSQL, a local upstream, a running cache.
+
+PostgreSQL comes from MYPYPI2_TEST_DATABASE_URL when set, otherwise from the embedded
+server started once per run. A template database is migrated once; every test gets its own
+clone, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from mypypi2 import db, embedded
+from mypypi2.app import create_app
+from mypypi2.config import Config, RepositoryConfig, ServerConfig
+from mypypi2.pages import Clock
+from tests.local_upstream import LocalUpstream
+
+_TEMPLATE = f"mypypi2_template_{os.getpid()}"
+
+
+def with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A maintenance DSN of a running server, with a migrated template database on it."""
+    base = os.environ.get("MYPYPI2_TEST_DATABASE_URL") or embedded.start(
+        tmp_path_factory.mktemp("embedded-postgres")
+    )
+
+    async def create_template() -> None:
+        connection = await asyncpg.connect(base)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}"')
+            await connection.execute(f'CREATE DATABASE "{_TEMPLATE}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(create_template())
+    db.migrate(with_database(base, _TEMPLATE))
+    yield base
+
+    async def drop_template() -> None:
+        connection = await asyncpg.connect(base)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop_template())
+
+
+@pytest.fixture
+async def database(postgres_dsn: str) -> AsyncIterator[str]:
+    """The DSN of a fresh, migrated database for this test alone."""
+    name = f"mypypi2_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"')
+    finally:
+        await admin.close()
+    yield with_database(postgres_dsn, name)
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[LocalUpstream]:
+    server = LocalUpstream()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RunningCache:
+    """mypypi2 served by hypercorn on a loopback port, inside the test's event loop."""
+
+    def __init__(self, config: Config, dsn: str, clock: Clock | None) -> None:
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._app = create_app(config, dsn, **({"clock": clock} if clock else {}))
+        self._shutdown = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        hypercorn_config = HypercornConfig()
+        hypercorn_config.bind = [f"127.0.0.1:{self.port}"]
+        hypercorn_config.accesslog = None
+        hypercorn_config.errorlog = None
+        self._task = asyncio.create_task(
+            serve(self._app, hypercorn_config, shutdown_trigger=self._shutdown.wait)  # type: ignore[arg-type]
+        )
+        for _ in range(200):
+            try:
+                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+        raise RuntimeError("the cache did not start listening")
+
+    async def stop(self) -> None:
+        self._shutdown.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+
+StartCache = Callable[..., Awaitable[RunningCache]]
+
+
+def repository(name: str, upstream: LocalUpstream, **options: object) -> RepositoryConfig:
+    return RepositoryConfig(name=name, upstream=upstream.url, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def start_cache(
+    database: str, upstream: LocalUpstream, tmp_path: Path
+) -> AsyncIterator[StartCache]:
+    """Start caches on this test's database; by default one repository "pypi" on `upstream`."""
+    running: list[RunningCache] = []
+
+    async def start(
+        *repositories: RepositoryConfig,
+        clock: Clock | None = None,
+        base_url: str = "",
+    ) -> RunningCache:
+        config = Config(
+            data_dir=str(tmp_path / "data"),
+            server=ServerConfig(base_url=base_url),
+            repositories=repositories or (repository("pypi", upstream),),
+        )
+        cache = RunningCache(config, database, clock)
+        await cache.start()
+        running.append(cache)
+        return cache
+
+    yield start
+    for cache in running:
+        await cache.stop()

@@ -1,0 +1,226 @@
+"""A real upstream index on a loopback socket, for integration tests.
+
+It serves the Simple API in the format each project asks for (PEP 691 JSON or PEP 503
+HTML), counts every request, answers `If-None-Match` with 304, and can be told to
+misbehave per project: delay, fail with a status, or send a raw body of any type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+
+
+@dataclass
+class UpstreamFile:
+    filename: str
+    content: bytes = b"not really a distribution"
+    requires_python: str | None = None
+    yanked: str | bool = False
+    metadata: bytes | None = None
+    upload_time: str | None = None
+    provenance: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass
+class UpstreamProject:
+    name: str  # as displayed
+    files: list[UpstreamFile] = field(default_factory=list)
+    format: str = "json"  # "json" or "html"
+    status: str | None = None
+    status_reason: str | None = None
+    serial: int = 1
+
+
+@dataclass
+class Fault:
+    """How to misbehave for one path: delay, then a status and/or a raw body."""
+
+    delay: float = 0.0
+    status: int = 200
+    body: bytes | None = None
+    content_type: str = "text/html"
+    times: int | None = None  # None: forever; N: the next N requests only
+
+
+class LocalUpstream:
+    def __init__(self) -> None:
+        self.projects: dict[str, UpstreamProject] = {}
+        self.hits: Counter[str] = Counter()
+        self.faults: dict[str, Fault] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/simple/"
+
+    def add(self, project: UpstreamProject) -> UpstreamProject:
+        self.projects[_normalize(project.name)] = project
+        return project
+
+    def fail(self, path: str, fault: Fault) -> None:
+        """`path` as requested, e.g. "/simple/foo/"."""
+        self.faults[path] = fault
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_get("/simple/", self._index)
+        app.router.add_get("/simple/{project}/", self._project)
+        app.router.add_get("/files/{project}/{filename}", self._file)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port)
+        await site.start()
+        sockets = self._runner.addresses
+        self.port = sockets[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _faulted(self, request: web.Request) -> web.StreamResponse | None:
+        fault = self.faults.get(request.path)
+        if fault is None:
+            return None
+        if fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+                del self.faults[request.path]
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.body is None and fault.status == 200:
+            return None
+        return web.Response(
+            status=fault.status,
+            body=fault.body if fault.body is not None else b"upstream trouble",
+            headers={"Content-Type": fault.content_type},
+        )
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        faulted = await self._faulted(request)
+        if faulted is not None:
+            return faulted
+        names = [p.name for p in self.projects.values()]
+        if JSON_V1 in request.headers.get("Accept", ""):
+            body = json.dumps(
+                {"meta": {"api-version": "1.0"}, "projects": [{"name": n} for n in names]}
+            ).encode()
+            return self._answer(request, body, JSON_V1)
+        links = "".join(f'<a href="{_normalize(n)}/">{html.escape(n)}</a>\n' for n in names)
+        body = f"<!DOCTYPE html><html><body>{links}</body></html>".encode()
+        return self._answer(request, body, "text/html")
+
+    async def _project(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        faulted = await self._faulted(request)
+        if faulted is not None:
+            return faulted
+        project = self.projects.get(request.match_info["project"])
+        if project is None:
+            return web.Response(status=404, text="no such project")
+        if project.format == "json":
+            body = json.dumps(_json_page(project)).encode()
+            return self._answer(request, body, JSON_V1, project.serial)
+        return self._answer(request, _html_page(project), "text/html", project.serial)
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        self.hits[request.path] += 1
+        project = self.projects.get(request.match_info["project"])
+        filename = request.match_info["filename"]
+        for file in project.files if project else []:
+            if file.filename == filename:
+                return web.Response(body=file.content)
+            if file.metadata is not None and f"{file.filename}.metadata" == filename:
+                return web.Response(body=file.metadata)
+        return web.Response(status=404)
+
+    def _answer(
+        self, request: web.Request, body: bytes, content_type: str, serial: int | None = None
+    ) -> web.Response:
+        etag = f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+        headers = {"ETag": etag, "Content-Type": content_type}
+        if serial is not None:
+            headers["X-PyPI-Last-Serial"] = str(serial)
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, headers=headers)
+
+
+def _normalize(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _json_page(project: UpstreamProject) -> dict[str, Any]:
+    files = []
+    for file in project.files:
+        entry: dict[str, Any] = {
+            "filename": file.filename,
+            "url": f"../../files/{_normalize(project.name)}/{file.filename}",
+            "hashes": {"sha256": file.sha256},
+            "requires-python": file.requires_python,
+            "yanked": file.yanked,
+            "size": len(file.content),
+        }
+        if file.metadata is not None:
+            entry["core-metadata"] = {"sha256": hashlib.sha256(file.metadata).hexdigest()}
+        if file.upload_time is not None:
+            entry["upload-time"] = file.upload_time
+        if file.provenance is not None:
+            entry["provenance"] = file.provenance
+        files.append(entry)
+    page: dict[str, Any] = {
+        "meta": {"api-version": "1.1", "_last-serial": project.serial},
+        "name": _normalize(project.name),
+        "files": files,
+        "versions": [],
+    }
+    if project.status is not None:
+        page["project-status"] = {"status": project.status}
+        if project.status_reason is not None:
+            page["project-status"]["reason"] = project.status_reason
+    return page
+
+
+def _html_page(project: UpstreamProject) -> bytes:
+    anchors = []
+    for file in project.files:
+        attributes = [
+            f'href="../../files/{_normalize(project.name)}/{file.filename}#sha256={file.sha256}"'
+        ]
+        if file.requires_python is not None:
+            attributes.append(f'data-requires-python="{html.escape(file.requires_python)}"')
+        if file.yanked is not False:
+            reason = "" if file.yanked is True else str(file.yanked)
+            attributes.append(f'data-yanked="{html.escape(reason)}"')
+        if file.metadata is not None:
+            digest = hashlib.sha256(file.metadata).hexdigest()
+            attributes.append(f'data-dist-info-metadata="sha256={digest}"')
+        if file.provenance is not None:
+            attributes.append(f'data-provenance="{html.escape(file.provenance)}"')
+        anchors.append(f"<a {' '.join(attributes)}>{html.escape(file.filename)}</a><br/>")
+    head = '<meta name="pypi:repository-version" content="1.0">'
+    if project.status is not None:
+        head += f'<meta name="pypi:project-status" content="{html.escape(project.status)}">'
+        if project.status_reason is not None:
+            reason = html.escape(project.status_reason)
+            head += f'<meta name="pypi:project-status-reason" content="{reason}">'
+    body = "\n".join(anchors)
+    return f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>".encode()

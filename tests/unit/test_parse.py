@@ -1,0 +1,700 @@
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from mypypi2.errors import MalformedPage
+from mypypi2.models import FileEntry, ProjectList, ProjectPage
+from mypypi2.upstream.parse import parse_project_list, parse_project_page
+
+PAGE_URL = "https://upstream.example/simple/demo-pkg/"
+FILES = "https://files.example/packages"
+JSON_CT = "application/vnd.pypi.simple.v1+json"
+HTML_CT = "text/html; charset=utf-8"
+SHA = "ab" * 32
+SHA_UPPER = "AB" * 32
+
+
+def _json(files: list[dict[str, Any]], **top: Any) -> bytes:
+    doc: dict[str, Any] = {"meta": {"api-version": "1.1"}, "name": "demo-pkg", "files": files}
+    doc.update(top)
+    return json.dumps(doc).encode()
+
+
+def _html(anchors: str, head: str = "") -> bytes:
+    return (
+        "<!DOCTYPE html>\n<html><head>"
+        '<meta name="pypi:repository-version" content="1.1">'
+        f"{head}</head><body><h1>Links for demo-pkg</h1>\n{anchors}\n</body></html>\n"
+    ).encode()
+
+
+def _page_json(files: list[dict[str, Any]], **top: Any) -> ProjectPage:
+    return parse_project_page(_json(files, **top), JSON_CT, PAGE_URL, "demo-pkg")
+
+
+def _page_html(anchors: str, head: str = "") -> ProjectPage:
+    return parse_project_page(_html(anchors, head), HTML_CT, PAGE_URL, "demo-pkg")
+
+
+def _one_json(**fields: Any) -> FileEntry:
+    entry = {"filename": "demo_pkg-1.0.tar.gz", "url": f"{FILES}/demo_pkg-1.0.tar.gz"}
+    entry.update(fields)
+    (file,) = _page_json([entry]).files
+    return file
+
+
+def _one_html(attrs: str, href: str = f"{FILES}/demo_pkg-1.0.tar.gz") -> FileEntry:
+    (file,) = _page_html(f'<a href="{href}" {attrs}>demo_pkg-1.0.tar.gz</a>').files
+    return file
+
+
+# --- the same page in both formats --------------------------------------------------------
+
+SAME_JSON = _json(
+    [
+        {
+            "filename": "demo_pkg-1.0-py3-none-any.whl",
+            "url": f"{FILES}/demo_pkg-1.0-py3-none-any.whl",
+            "hashes": {"sha256": SHA},
+            "requires-python": ">=3.8,<4",
+            "core-metadata": {"sha256": SHA},
+            "dist-info-metadata": {"sha256": SHA},
+            "yanked": False,
+            "gpg-sig": False,
+            "provenance": f"{FILES}/demo_pkg-1.0-py3-none-any.whl/provenance",
+        },
+        {
+            "filename": "demo-pkg-1.1.tar.gz",
+            "url": "../../packages/demo-pkg-1.1.tar.gz",
+            "hashes": {"sha256": SHA_UPPER},
+            "core-metadata": True,
+            "yanked": 'bad <release> & "quoted"',
+        },
+        {"filename": "demo-pkg-0.9.zip", "url": f"{FILES}/demo-pkg-0.9.zip", "yanked": True},
+    ],
+    versions=["1.0", "1.1", "0.9"],
+    **{"project-status": {"status": "archived", "reason": "moved <elsewhere>"}},
+)
+
+SAME_HTML = _html(
+    f'<a href="{FILES}/demo_pkg-1.0-py3-none-any.whl#sha256={SHA}"'
+    ' data-requires-python="&gt;=3.8,&lt;4"'
+    f' data-core-metadata="sha256={SHA}" data-dist-info-metadata="sha256={SHA}"'
+    ' data-gpg-sig="false"'
+    f' data-provenance="{FILES}/demo_pkg-1.0-py3-none-any.whl/provenance"'
+    ">demo_pkg-1.0-py3-none-any.whl</a><br/>\n"
+    f'<a href="../../packages/demo-pkg-1.1.tar.gz#SHA256={SHA_UPPER}" data-core-metadata="true"'
+    ' data-yanked="bad &lt;release&gt; &amp; &quot;quoted&quot;">demo-pkg-1.1.tar.gz</a>\n'
+    f'<a href="{FILES}/demo-pkg-0.9.zip" data-yanked>demo-pkg-0.9.zip</a>',
+    head='<meta name="pypi:project-status" content="archived">'
+    '<meta name="pypi:project-status-reason" content="moved &lt;elsewhere&gt;">',
+)
+
+SAME_EXPECTED = ProjectPage(
+    name="demo-pkg",
+    files=(
+        FileEntry(
+            filename="demo_pkg-1.0-py3-none-any.whl",
+            url=f"{FILES}/demo_pkg-1.0-py3-none-any.whl",
+            hashes={"sha256": SHA},
+            requires_python=">=3.8,<4",
+            core_metadata={"sha256": SHA},
+            gpg_sig=False,
+            provenance=f"{FILES}/demo_pkg-1.0-py3-none-any.whl/provenance",
+        ),
+        FileEntry(
+            filename="demo-pkg-1.1.tar.gz",
+            url="https://upstream.example/packages/demo-pkg-1.1.tar.gz",
+            hashes={"sha256": SHA},
+            core_metadata={},
+            yanked='bad <release> & "quoted"',
+        ),
+        FileEntry(
+            filename="demo-pkg-0.9.zip",
+            url=f"{FILES}/demo-pkg-0.9.zip",
+            hashes={},
+            yanked="",
+        ),
+    ),
+    versions=("1.0", "1.1", "0.9"),
+    status="archived",
+    status_reason="moved <elsewhere>",
+)
+
+
+def test_json_page_is_parsed() -> None:
+    assert parse_project_page(SAME_JSON, JSON_CT, PAGE_URL, "demo-pkg") == SAME_EXPECTED
+
+
+def test_html_page_is_parsed() -> None:
+    assert parse_project_page(SAME_HTML, HTML_CT, PAGE_URL, "demo-pkg") == SAME_EXPECTED
+
+
+def test_json_and_html_of_one_page_are_equal() -> None:
+    from_json = parse_project_page(SAME_JSON, JSON_CT, PAGE_URL, "demo-pkg")
+    from_html = parse_project_page(SAME_HTML, HTML_CT, PAGE_URL, "demo-pkg")
+    assert from_json == from_html
+
+
+def test_name_is_the_given_normalized_project() -> None:
+    page = parse_project_page(_json([], name="Demo_Pkg"), JSON_CT, PAGE_URL, "demo-pkg")
+    assert page.name == "demo-pkg"
+
+
+# --- content type, body --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("Application/VND.PyPI.Simple.V1+JSON; charset=utf-8", _json([])),
+        ("application/vnd.pypi.simple.v1+json", _json([])),
+        ("TEXT/HTML;charset=UTF-8", _html("")),
+        (" application/vnd.pypi.simple.v1+html ", _html("")),
+    ],
+)
+def test_accepted_content_types(content_type: str, body: bytes) -> None:
+    page = parse_project_page(body, content_type, PAGE_URL, "demo-pkg")
+    assert page == ProjectPage(name="demo-pkg", files=(), versions=())
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "text/plain", "", "application/vnd.pypi.simple.v2+json", "text/htmlx"],
+)
+def test_unexpected_content_type_is_rejected(content_type: str) -> None:
+    with pytest.raises(MalformedPage, match="unexpected Content-Type"):
+        parse_project_page(_json([]), content_type, PAGE_URL, "demo-pkg")
+    with pytest.raises(MalformedPage, match="unexpected Content-Type"):
+        parse_project_list(_html(""), content_type)
+
+
+@pytest.mark.parametrize("content_type", [JSON_CT, HTML_CT])
+def test_empty_body_is_rejected(content_type: str) -> None:
+    with pytest.raises(MalformedPage, match="empty body"):
+        parse_project_page(b"", content_type, PAGE_URL, "demo-pkg")
+    with pytest.raises(MalformedPage, match="empty body"):
+        parse_project_list(b"", content_type)
+
+
+@pytest.mark.parametrize("content_type", [JSON_CT, HTML_CT])
+def test_non_utf8_body_is_rejected(content_type: str) -> None:
+    with pytest.raises(MalformedPage, match="UTF-8"):
+        parse_project_page(b"<html>\xff\xfe</html>", content_type, PAGE_URL, "demo-pkg")
+    with pytest.raises(MalformedPage, match="UTF-8"):
+        parse_project_list(b'{"meta": "\xe9"}', content_type)
+
+
+# --- JSON errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[]",
+        b"<html></html>",
+        b'{"meta": {"api-version": "1.0"}}',  # no files
+        b'{"files": []}',  # no meta
+        b'{"meta": {}, "files": []}',  # no api-version
+        b'{"meta": {"api-version": 1.0}, "files": []}',
+        b'{"meta": {"api-version": "1.0"}, "files": {}}',
+        b'{"meta": {"api-version": "1.0"}, "files": [], "versions": "1.0"}',
+        b'{"meta": {"api-version": "1.0", "_last-serial": "7"}, "files": []}',
+    ],
+)
+def test_invalid_json_page_is_rejected(body: bytes) -> None:
+    with pytest.raises(MalformedPage, match="invalid JSON page"):
+        parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hashes", {"sha256": 1}),
+        ("hashes", ["sha256", SHA]),
+        ("size", -1),
+        ("size", "10"),
+        ("size", 1.5),
+        ("yanked", 1),
+        ("requires-python", 3.8),
+        ("core-metadata", "true"),
+        ("gpg-sig", "false"),
+        ("upload-time", 1700000000),
+        ("filename", None),
+        ("url", None),
+    ],
+)
+def test_wrong_field_type_is_rejected(field: str, value: Any) -> None:
+    entry = {"filename": "demo_pkg-1.0.tar.gz", "url": f"{FILES}/demo_pkg-1.0.tar.gz"}
+    entry[field] = value
+    with pytest.raises(MalformedPage, match=r"invalid JSON page: .*\$\.files\[0\]"):
+        _page_json([entry])
+
+
+@pytest.mark.parametrize("version", ["2.0", "0.9", "v1", ""])
+def test_unsupported_api_version_is_rejected(version: str) -> None:
+    body = json.dumps({"meta": {"api-version": version}, "files": []}).encode()
+    with pytest.raises(MalformedPage, match="api-version"):
+        parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg")
+    listing = json.dumps({"meta": {"api-version": version}, "projects": []}).encode()
+    with pytest.raises(MalformedPage, match="api-version"):
+        parse_project_list(listing, JSON_CT)
+    head = f'<meta name="pypi:repository-version" content="{version}">'
+    html = f"<html><head>{head}</head><body></body></html>".encode()
+    with pytest.raises(MalformedPage, match="api-version"):
+        parse_project_page(html, HTML_CT, PAGE_URL, "demo-pkg")
+    with pytest.raises(MalformedPage, match="api-version"):
+        parse_project_list(html, HTML_CT)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.4", "1"])
+def test_any_v1_api_version_is_accepted(version: str) -> None:
+    body = json.dumps({"meta": {"api-version": version}, "files": []}).encode()
+    assert parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg").files == ()
+
+
+def test_html_without_repository_version_is_accepted() -> None:
+    page = parse_project_page(b"<html><body></body></html>", HTML_CT, PAGE_URL, "demo-pkg")
+    assert page == ProjectPage(name="demo-pkg", files=(), versions=())
+
+
+# --- JSON fields ---------------------------------------------------------------------------
+
+
+def test_missing_hashes_become_empty() -> None:
+    assert _one_json().hashes == {}
+
+
+@pytest.mark.parametrize(
+    ("yanked", "expected"),
+    [(False, None), (True, ""), ("", ""), ("security <issue>", "security <issue>")],
+)
+def test_json_yanked(yanked: bool | str, expected: str | None) -> None:
+    assert _one_json(yanked=yanked).yanked == expected
+
+
+def test_json_not_yanked_by_default() -> None:
+    assert _one_json().yanked is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, None),
+        ({"core-metadata": False}, None),
+        ({"core-metadata": True}, {}),
+        ({"core-metadata": {"sha256": SHA_UPPER, "sha1": "ab"}}, {"sha256": SHA}),
+        ({"dist-info-metadata": False}, None),
+        ({"dist-info-metadata": True}, {}),
+        ({"dist-info-metadata": {"SHA256": SHA}}, {"sha256": SHA}),
+        ({"core-metadata": False, "dist-info-metadata": True}, None),
+        (
+            {"core-metadata": {"md5": "00ff"}, "dist-info-metadata": {"sha256": SHA}},
+            {"md5": "00ff"},
+        ),
+    ],
+)
+def test_json_core_metadata_and_legacy_alias(
+    fields: dict[str, Any], expected: dict[str, str] | None
+) -> None:
+    assert _one_json(**fields).core_metadata == expected
+
+
+def test_json_hashes_are_filtered_and_lowercased() -> None:
+    hashes = {
+        "sha1": "ab" * 20,
+        "SHA256": SHA_UPPER,
+        "md5": "not-hex",
+        "blake2b": "CD" * 32,
+        "sha512": "",
+        "whirlpool": "ab",
+    }
+    assert _one_json(hashes=hashes).hashes == {"sha256": SHA, "blake2b": "cd" * 32}
+
+
+def test_json_size_provenance_gpg_sig() -> None:
+    file = _one_json(size=0, provenance=f"{FILES}/p", **{"gpg-sig": True})
+    assert (file.size, file.provenance, file.gpg_sig) == (0, f"{FILES}/p", True)
+    assert _one_json(size=123).size == 123
+    assert _one_json(size=None).size is None
+
+
+def test_json_requires_python_kept_verbatim() -> None:
+    assert _one_json(**{"requires-python": ">=3.8,<4"}).requires_python == ">=3.8,<4"
+    assert _one_json(**{"requires-python": None}).requires_python is None
+
+
+UTC = dt.UTC
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-01-02T03:04:05Z", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.123456Z", dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.5Z", dt.datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
+        ("2024-01-02T05:04:05+02:00", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-01T22:04:05.250-05:00", dt.datetime(2024, 1, 2, 3, 4, 5, 250000, tzinfo=UTC)),
+        ("2024-01-02T03:04:05", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05+00:00", dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ],
+)
+def test_upload_time_variants(value: str, expected: dt.datetime) -> None:
+    parsed = _one_json(**{"upload-time": value}).upload_time
+    assert parsed == expected
+    assert parsed is not None
+    assert parsed.tzinfo is UTC
+
+
+@pytest.mark.parametrize("value", ["yesterday", "", "2024-13-01T00:00:00Z", "2024-01-02T25:00Z"])
+def test_unparseable_upload_time_is_rejected(value: str) -> None:
+    with pytest.raises(MalformedPage, match="upload-time"):
+        _one_json(**{"upload-time": value})
+
+
+def test_upload_time_absent_or_null() -> None:
+    assert _one_json().upload_time is None
+    assert _one_json(**{"upload-time": None}).upload_time is None
+
+
+def test_project_status_and_last_serial() -> None:
+    page = _page_json(
+        [],
+        meta={"api-version": "1.4", "_last-serial": 42},
+        **{"project-status": {"status": "quarantined"}},
+    )
+    assert (page.status, page.status_reason, page.last_serial) == ("quarantined", None, 42)
+
+
+def test_last_serial_also_read_at_top_level() -> None:
+    assert _page_json([], **{"_last-serial": 9}).last_serial == 9
+    both = _page_json([], meta={"api-version": "1.1", "_last-serial": 10}, **{"_last-serial": 9})
+    assert both.last_serial == 10
+    assert _page_json([]).last_serial is None
+
+
+def test_status_absent() -> None:
+    page = _page_json([])
+    assert (page.status, page.status_reason) == (None, None)
+
+
+def test_unknown_json_keys_are_ignored() -> None:
+    page = _page_json([{"filename": "a-1.0.tar.gz", "url": f"{FILES}/a-1.0.tar.gz", "x": [1]}])
+    assert [f.filename for f in page.files] == ["a-1.0.tar.gz"]
+
+
+# --- HTML errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<html><body><a href="a-1.0.tar.gz">a</a><a href="b-1.0.tar.gz"',
+        b"<html><body><a href=",
+        b"<html><body><a",
+        b"<html><body><!-- never closed",
+        b"<html><body>x <",
+    ],
+)
+def test_unterminated_tag_is_rejected(body: bytes) -> None:
+    with pytest.raises(MalformedPage, match="unterminated"):
+        parse_project_page(body, HTML_CT, PAGE_URL, "demo-pkg")
+    with pytest.raises(MalformedPage, match="unterminated"):
+        parse_project_list(body, HTML_CT)
+
+
+def test_anchor_without_href_is_rejected() -> None:
+    with pytest.raises(MalformedPage, match="without href"):
+        _page_html('<a href="a-1.0.tar.gz">a</a><a name="x">b-1.0.tar.gz</a>')
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _json([{"filename": "a-1.0.tar.gz", "url": "a-1.0.tar.gz"}]),
+        b"just some text",
+        b"   \n\t ",
+        b"\x00\x01\x02binary",
+        b"<<<>>>",
+        b'{"x": "<a href=\\"a-1.0.tar.gz\\">"}',
+    ],
+)
+def test_non_html_body_is_rejected(body: bytes) -> None:
+    with pytest.raises(MalformedPage, match="not HTML"):
+        parse_project_page(body, HTML_CT, PAGE_URL, "demo-pkg")
+    with pytest.raises(MalformedPage, match="not HTML"):
+        parse_project_list(body, HTML_CT)
+
+
+def test_broken_declaration_is_rejected() -> None:
+    with pytest.raises(MalformedPage, match="malformed HTML"):
+        parse_project_page(b"<html><![bogus[ x ]]></html>", HTML_CT, PAGE_URL, "demo-pkg")
+
+
+def test_html_page_with_no_anchors_is_an_empty_project() -> None:
+    assert _page_html("") == ProjectPage(name="demo-pkg", files=(), versions=())
+
+
+def test_bare_anchor_list_is_accepted() -> None:
+    body = b'<a href="demo-pkg-1.0.tar.gz">demo-pkg-1.0.tar.gz</a>\n'
+    page = parse_project_page(body, HTML_CT, PAGE_URL, "demo-pkg")
+    assert [f.url for f in page.files] == [f"{PAGE_URL}demo-pkg-1.0.tar.gz"]
+
+
+def test_utf8_bom_is_tolerated() -> None:
+    page = parse_project_page(b"\xef\xbb\xbf" + _html(""), HTML_CT, PAGE_URL, "demo-pkg")
+    assert page.files == ()
+
+
+# --- HTML fields ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("href", "expected"),
+    [
+        ("../../packages/a-1.0.tar.gz", "https://upstream.example/packages/a-1.0.tar.gz"),
+        ("/packages/a-1.0.tar.gz", "https://upstream.example/packages/a-1.0.tar.gz"),
+        ("a-1.0.tar.gz", f"{PAGE_URL}a-1.0.tar.gz"),
+        ("//cdn.example/p/a-1.0.tar.gz", "https://cdn.example/p/a-1.0.tar.gz"),
+        ("http://other.example/a-1.0.tar.gz", "http://other.example/a-1.0.tar.gz"),
+        (f"{FILES}/a-1.0.tar.gz?x=1&amp;y=2#sha256={SHA}", f"{FILES}/a-1.0.tar.gz?x=1&y=2"),
+    ],
+)
+def test_hrefs_are_resolved_against_the_page(href: str, expected: str) -> None:
+    file = _one_html("", href=href)
+    assert (file.url, file.filename) == (expected, "a-1.0.tar.gz")
+
+
+def test_entities_and_markup_in_attributes_are_unescaped_and_kept_verbatim() -> None:
+    href = f"{FILES}/evil%3Cscript%3E%26%22%27-1.0.tar.gz"
+    file = _one_html(
+        'data-requires-python="&gt;=3.8,&lt;4"'
+        ' data-yanked="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;more&#39;"',
+        href=href,
+    )
+    assert file.filename == "evil<script>&\"'-1.0.tar.gz"
+    assert file.url == href
+    assert file.requires_python == ">=3.8,<4"
+    assert file.yanked == "<script>alert(\"x\")</script> & 'more'"
+
+
+def test_html_hash_fragment() -> None:
+    href = f"{FILES}/a-1.0.tar.gz"
+    assert _one_html("", href=f"{href}#sha256={SHA_UPPER}").hashes == {"sha256": SHA}
+    assert _one_html("", href=f"{href}#MD5=00FF").hashes == {"md5": "00ff"}
+    assert _one_html("", href=f"{href}#sha1={'ab' * 20}").hashes == {}
+    assert _one_html("", href=f"{href}#sha256=xyz").hashes == {}
+    assert _one_html("", href=f"{href}#sha256=").hashes == {}
+    assert _one_html("", href=f"{href}#egg=a").hashes == {}
+    assert _one_html("", href=href).hashes == {}
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ("", None),
+        ('data-yanked=""', ""),
+        ("data-yanked", ""),
+        ('data-yanked="broken build"', "broken build"),
+    ],
+)
+def test_html_yanked(attrs: str, expected: str | None) -> None:
+    assert _one_html(attrs).yanked == expected
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ("", None),
+        ('data-core-metadata="true"', {}),
+        ('data-core-metadata="TRUE"', {}),
+        (f'data-core-metadata="sha256={SHA_UPPER}"', {"sha256": SHA}),
+        ('data-core-metadata="false"', None),
+        ("data-core-metadata", None),
+        (f'data-core-metadata="sha1={"ab" * 20}"', {}),  # exists, but no hash we may keep
+        ('data-dist-info-metadata="true"', {}),
+        (f'data-dist-info-metadata="sha256={SHA}"', {"sha256": SHA}),
+        ('data-dist-info-metadata="false"', None),
+        ('data-core-metadata="false" data-dist-info-metadata="true"', None),
+        (f'data-core-metadata="true" data-dist-info-metadata="sha256={SHA}"', {}),
+    ],
+)
+def test_html_core_metadata_and_legacy_alias(attrs: str, expected: dict[str, str] | None) -> None:
+    assert _one_html(attrs).core_metadata == expected
+
+
+@pytest.mark.parametrize(
+    ("attrs", "expected"),
+    [
+        ("", None),
+        ('data-gpg-sig="true"', True),
+        ('data-gpg-sig="false"', False),
+        ('data-gpg-sig="maybe"', None),
+    ],
+)
+def test_html_gpg_sig(attrs: str, expected: bool | None) -> None:
+    assert _one_html(attrs).gpg_sig is expected
+
+
+def test_html_provenance_and_no_size_or_time() -> None:
+    file = _one_html(f'data-provenance="{FILES}/a.provenance"')
+    assert file.provenance == f"{FILES}/a.provenance"
+    assert (file.size, file.upload_time) == (None, None)
+    assert _one_html("").provenance is None
+
+
+def test_html_project_status() -> None:
+    page = _page_html(
+        "",
+        head='<META NAME="pypi:project-status" CONTENT="deprecated">'
+        '<meta name="pypi:project-status-reason" content="use &quot;other&quot;">',
+    )
+    assert (page.status, page.status_reason) == ("deprecated", 'use "other"')
+
+
+def test_self_closing_and_unclosed_anchors() -> None:
+    page = _page_html('<a href="a-1.0.tar.gz"/><a href="a-2.0.tar.gz">a-2.0.tar.gz')
+    assert [f.filename for f in page.files] == ["a-1.0.tar.gz", "a-2.0.tar.gz"]
+
+
+# --- skipping bad entries --------------------------------------------------------------------
+
+
+def test_duplicate_filenames_keep_the_first() -> None:
+    page = _page_html(
+        f'<a href="{FILES}/one/a-1.0.tar.gz#sha256={SHA}">x</a>'
+        f'<a href="{FILES}/two/a-1.0.tar.gz">x</a>'
+        f'<a href="{FILES}/b-1.0.tar.gz">x</a>'
+    )
+    assert [f.url for f in page.files] == [f"{FILES}/one/a-1.0.tar.gz", f"{FILES}/b-1.0.tar.gz"]
+    assert page.files[0].hashes == {"sha256": SHA}
+    json_page = _page_json(
+        [
+            {"filename": "a-1.0.tar.gz", "url": f"{FILES}/one/a-1.0.tar.gz"},
+            {"filename": "a-1.0.tar.gz", "url": f"{FILES}/two/a-1.0.tar.gz"},
+        ]
+    )
+    assert [f.url for f in json_page.files] == [f"{FILES}/one/a-1.0.tar.gz"]
+
+
+def test_unsafe_filenames_and_non_http_urls_are_skipped_in_html() -> None:
+    page = _page_html(
+        f'<a href="{FILES}/">dir</a>'
+        f'<a href="{FILES}/a%2Fb-1.0.tar.gz">slash</a>'
+        f'<a href="{FILES}/a%5Cb-1.0.tar.gz">backslash</a>'
+        f'<a href="{FILES}/a%00-1.0.tar.gz">nul</a>'
+        f'<a href="{FILES}/%2E%2E">dots</a>'
+        '<a href="ftp://files.example/c-1.0.tar.gz">ftp</a>'
+        '<a href="javascript:alert(1)">js</a>'
+        '<a href="file:///etc/c-1.0.tar.gz">file</a>'
+        f'<a href="{FILES}/ok-1.0.tar.gz">ok</a>'
+    )
+    assert [f.filename for f in page.files] == ["ok-1.0.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    ("filename", "url"),
+    [
+        ("../evil-1.0.tar.gz", f"{FILES}/evil-1.0.tar.gz"),
+        ("a/b-1.0.tar.gz", f"{FILES}/b-1.0.tar.gz"),
+        ("a\\b-1.0.tar.gz", f"{FILES}/b-1.0.tar.gz"),
+        ("", f"{FILES}/b-1.0.tar.gz"),
+        ("..", f"{FILES}/b-1.0.tar.gz"),
+        ("b-1.0.tar.gz", "ftp://files.example/b-1.0.tar.gz"),
+        ("b-1.0.tar.gz", "data:text/plain,hi"),
+    ],
+)
+def test_unsafe_json_entries_are_skipped(filename: str, url: str) -> None:
+    ok = {"filename": "ok-1.0.tar.gz", "url": "ok-1.0.tar.gz"}
+    page = _page_json([{"filename": filename, "url": url}, ok])
+    assert [(f.filename, f.url) for f in page.files] == [
+        ("ok-1.0.tar.gz", f"{PAGE_URL}ok-1.0.tar.gz")
+    ]
+
+
+# --- versions ------------------------------------------------------------------------------
+
+
+def test_versions_merge_upstream_then_filenames() -> None:
+    files = [
+        {"filename": "demo_pkg-1.0-py3-none-any.whl", "url": "demo_pkg-1.0-py3-none-any.whl"},
+        {"filename": "demo-pkg-3.0.tar.gz", "url": "demo-pkg-3.0.tar.gz"},
+        {"filename": "demo_pkg-3.0-py3-none-any.whl", "url": "demo_pkg-3.0-py3-none-any.whl"},
+        {"filename": "demo-pkg-4.0.exe", "url": "demo-pkg-4.0.exe"},  # version not derivable
+        {"filename": "other-5.0.tar.gz", "url": "other-5.0.tar.gz"},  # another project's name
+    ]
+    page = _page_json(files, versions=["2.0", "1.0", "2.0"])
+    assert page.versions == ("2.0", "1.0", "3.0")
+
+
+def test_versions_from_html_filenames_in_file_order() -> None:
+    page = _page_html(
+        '<a href="demo-pkg-2.0.tar.gz">x</a>'
+        '<a href="demo_pkg-1.0-py3-none-any.whl">x</a>'
+        '<a href="Demo.Pkg-2.0.zip">x</a>'
+    )
+    assert page.versions == ("2.0", "1.0")
+
+
+def test_json_without_versions_uses_filenames() -> None:
+    page = _page_json([{"filename": "demo-pkg-1.5.tar.gz", "url": "demo-pkg-1.5.tar.gz"}])
+    assert page.versions == ("1.5",)
+
+
+# --- project list --------------------------------------------------------------------------
+
+
+def test_project_list_html() -> None:
+    body = _html(
+        '<a href="/simple/alpha/">  Alpha  </a>\n'
+        '<a href="/simple/b-c/">b_C</a>\n'
+        '<a href="/simple/alpha/">Alpha</a>\n'
+        '<a href="/simple/x/">a&amp;b &lt;script&gt;</a>\n'
+        '<a href="/simple/empty/">  </a>\n'
+        '<a href="/simple/nested/"><span>Nested</span></a>'
+    )
+    assert parse_project_list(body, HTML_CT) == ProjectList(
+        names=("Alpha", "b_C", "a&b <script>", "Nested")
+    )
+
+
+def test_project_list_json() -> None:
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.0", "_last-serial": 123},
+            "projects": [{"name": "Alpha"}, {"name": "b_C"}, {"name": "Alpha"}],
+        }
+    ).encode()
+    assert parse_project_list(body, JSON_CT) == ProjectList(names=("Alpha", "b_C"), last_serial=123)
+
+
+def test_project_list_html_and_json_agree() -> None:
+    html = _html('<a href="/simple/alpha/">alpha</a><a href="/simple/beta/">beta</a>')
+    body = json.dumps(
+        {"meta": {"api-version": "1.1"}, "projects": [{"name": "alpha"}, {"name": "beta"}]}
+    ).encode()
+    assert parse_project_list(html, HTML_CT) == parse_project_list(body, JSON_CT)
+
+
+def test_empty_project_list() -> None:
+    assert parse_project_list(_html(""), HTML_CT) == ProjectList(names=())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b'{"meta": {"api-version": "1.0"}}',
+        b'{"meta": {"api-version": "1.0"}, "projects": ["alpha"]}',
+        b'{"meta": {"api-version": "1.0"}, "projects": [{"name": 1}]}',
+        b'{"projects": []}',
+    ],
+)
+def test_invalid_project_list_json_is_rejected(body: bytes) -> None:
+    with pytest.raises(MalformedPage, match="invalid JSON page"):
+        parse_project_list(body, JSON_CT)
