@@ -43,7 +43,6 @@ from mypypi2.upstream.coalesce import Coalescer
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", ProjectPage, ProjectList)
-_Connection = PoolConnectionProxy[asyncpg.Record]
 Clock = Callable[[], float]  # seconds since the epoch; tests pass their own
 # After an upstream failure, a stale copy is served this long before the upstream is retried.
 ERROR_RETRY_SECONDS = 30.0
@@ -281,7 +280,10 @@ class Pages:
         return self._clock() < state.checked_at.timestamp() + ttl
 
     async def _refresh(
-        self, connection: _Connection, kind: _Kind[M], state: PageState | None
+        self,
+        connection: PoolConnectionProxy[asyncpg.Record],
+        kind: _Kind[M],
+        state: PageState | None,
     ) -> tuple[PageState, bool]:
         """Ask the upstream once; returns the new state and whether it is a stale copy."""
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
@@ -315,7 +317,11 @@ class Pages:
         return refreshed, False
 
     async def _snapshot(
-        self, connection: _Connection, kind: _Kind[M], state: PageState, stale: bool
+        self,
+        connection: PoolConnectionProxy[asyncpg.Record],
+        kind: _Kind[M],
+        state: PageState,
+        stale: bool,
     ) -> Snapshot:
         ttl = kind.ttl if state.found else kind.negative_ttl
         fresh_until = state.checked_at.timestamp() + ttl
