@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from mypypi2 import render
 from mypypi2.config import RepositoryConfig

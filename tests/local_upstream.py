@@ -1,8 +1,10 @@
 """A real upstream index on a loopback socket, for integration tests.
 
 It serves the Simple API in the format each project asks for (PEP 691 JSON or PEP 503
-HTML), counts every request, answers `If-None-Match` with 304, and can be told to
-misbehave per project: delay, fail with a status, or send a raw body of any type.
+HTML), counts every request (and records its headers), answers `If-None-Match` with 304,
+and can be told to misbehave per path: delay, stall until released, fail with a status, send
+a raw body of any type (optionally chunked), drop the connection before answering or in the
+middle of the body.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -47,13 +50,30 @@ class UpstreamProject:
 
 @dataclass
 class Fault:
-    """How to misbehave for one path: delay, then a status and/or a raw body."""
+    """How to misbehave for one path: delay, then a status and/or a raw body.
+
+    With neither a body nor a non-200 status the normal answer follows the delay or gate.
+    Delays, gates and stalls all end early when the upstream stops.
+    """
 
     delay: float = 0.0
     status: int = 200
     body: bytes | None = None
     content_type: str = "text/html"
     times: int | None = None  # None: forever; N: the next N requests only
+    gate: asyncio.Event | None = None  # answer only once this is set
+    stall: bool = False  # never answer (until the upstream stops)
+    reset: bool = False  # drop the connection without answering
+    chunked: bool = False  # send `body` without Content-Length (chunked encoding)
+    # Send the headers, with the full Content-Length, and only this many bytes of `body`,
+    # then drop the connection.
+    truncate: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    headers: CIMultiDictProxy[str]
 
 
 class LocalUpstream:
@@ -61,7 +81,9 @@ class LocalUpstream:
         self.projects: dict[str, UpstreamProject] = {}
         self.hits: Counter[str] = Counter()
         self.faults: dict[str, Fault] = {}
+        self.requests: list[RecordedRequest] = []
         self._runner: web.AppRunner | None = None
+        self._released = asyncio.Event()
         self.port = 0
 
     @property
@@ -76,11 +98,16 @@ class LocalUpstream:
         """`path` as requested, e.g. "/simple/foo/"."""
         self.faults[path] = fault
 
+    def requests_for(self, path: str) -> list[RecordedRequest]:
+        """Every request received for `path`, oldest first."""
+        return [r for r in self.requests if r.path == path]
+
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_get("/simple/", self._index)
         app.router.add_get("/simple/{project}/", self._project)
         app.router.add_get("/files/{project}/{filename}", self._file)
+        self._released = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port or self.port)
@@ -89,9 +116,25 @@ class LocalUpstream:
         self.port = sockets[0][1]
 
     async def stop(self) -> None:
+        # Release stalled handlers first: the runner waits for every handler to finish.
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _record(self, request: web.Request) -> None:
+        self.hits[request.path] += 1
+        self.requests.append(RecordedRequest(request.path, CIMultiDictProxy(CIMultiDict(request.headers))))
+
+    async def _wait(self, awaitable: Any, timeout: float | None = None) -> None:
+        """Wait for `awaitable` (or `timeout`), or until the upstream stops."""
+        released = asyncio.ensure_future(self._released.wait())
+        waited = asyncio.ensure_future(awaitable)
+        try:
+            await asyncio.wait({released, waited}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            for task in (released, waited):
+                task.cancel()
 
     async def _faulted(self, request: web.Request) -> web.StreamResponse | None:
         fault = self.faults.get(request.path)
@@ -102,17 +145,34 @@ class LocalUpstream:
             if fault.times <= 0:
                 del self.faults[request.path]
         if fault.delay:
-            await asyncio.sleep(fault.delay)
+            await self._wait(asyncio.sleep(fault.delay))
+        if fault.gate is not None:
+            await self._wait(fault.gate.wait())
+        if fault.stall:
+            await self._wait(self._released.wait())
+        if fault.reset:
+            return _drop(request)
         if fault.body is None and fault.status == 200:
             return None
-        return web.Response(
-            status=fault.status,
-            body=fault.body if fault.body is not None else b"upstream trouble",
-            headers={"Content-Type": fault.content_type},
-        )
+        body = fault.body if fault.body is not None else b"upstream trouble"
+        headers = {"Content-Type": fault.content_type}
+        if fault.chunked or fault.truncate is not None:
+            response = web.StreamResponse(status=fault.status, headers=headers)
+            if fault.chunked:
+                response.enable_chunked_encoding()
+            else:
+                response.content_length = len(body)
+            await response.prepare(request)
+            if fault.truncate is not None:
+                await response.write(body[: fault.truncate])
+                return _drop(request)
+            await response.write(body)
+            await response.write_eof()
+            return response
+        return web.Response(status=fault.status, body=body, headers=headers)
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
+        self._record(request)
         faulted = await self._faulted(request)
         if faulted is not None:
             return faulted
@@ -127,7 +187,7 @@ class LocalUpstream:
         return self._answer(request, body, "text/html")
 
     async def _project(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
+        self._record(request)
         faulted = await self._faulted(request)
         if faulted is not None:
             return faulted
@@ -140,7 +200,7 @@ class LocalUpstream:
         return self._answer(request, _html_page(project), "text/html", project.serial)
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
+        self._record(request)
         project = self.projects.get(request.match_info["project"])
         filename = request.match_info["filename"]
         for file in project.files if project else []:
@@ -162,10 +222,21 @@ class LocalUpstream:
         return web.Response(body=body, headers=headers)
 
 
+def _drop(request: web.Request) -> web.Response:
+    """Close the connection under the handler: the client sees the server disconnect."""
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response()
+
+
 def _normalize(name: str) -> str:
     import re
 
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _file_url(project: UpstreamProject, file: UpstreamFile) -> str:
+    return f"../../files/{_normalize(project.name)}/{quote(file.filename)}"
 
 
 def _json_page(project: UpstreamProject) -> dict[str, Any]:
@@ -173,7 +244,7 @@ def _json_page(project: UpstreamProject) -> dict[str, Any]:
     for file in project.files:
         entry: dict[str, Any] = {
             "filename": file.filename,
-            "url": f"../../files/{_normalize(project.name)}/{file.filename}",
+            "url": _file_url(project, file),
             "hashes": {"sha256": file.sha256},
             "requires-python": file.requires_python,
             "yanked": file.yanked,
@@ -202,9 +273,8 @@ def _json_page(project: UpstreamProject) -> dict[str, Any]:
 def _html_page(project: UpstreamProject) -> bytes:
     anchors = []
     for file in project.files:
-        attributes = [
-            f'href="../../files/{_normalize(project.name)}/{file.filename}#sha256={file.sha256}"'
-        ]
+        href = f"{_file_url(project, file)}#sha256={file.sha256}"
+        attributes = [f'href="{html.escape(href)}"']
         if file.requires_python is not None:
             attributes.append(f'data-requires-python="{html.escape(file.requires_python)}"')
         if file.yanked is not False:

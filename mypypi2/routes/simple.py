@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email.utils import format_datetime
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -69,7 +70,17 @@ def _pages(request: Request) -> Pages:
 
 
 def _negotiate(request: Request) -> str:
-    return negotiate(request.headers.get("accept"), request.query_params.get("format"))
+    return negotiate(request.headers.get("accept"), _format_param(request.url.query))
+
+
+def _format_param(query: str) -> str | None:
+    # Read raw: form decoding would turn the "+" of "v1+json" into a space, and PEP 691
+    # writes `?format=application/vnd.pypi.simple.v1+json` unescaped.
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == "format":
+            return unquote(value)
+    return None
 
 
 def _redirect(request: Request, path: str, status: int) -> Response:
