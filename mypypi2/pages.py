@@ -302,6 +302,11 @@ class Pages:
         else:
             if isinstance(result, NotModified):
                 await kind.mark_checked(connection, result.validators, now)
+            elif known is not None and _older(result.validators, known):
+                # A stale CDN edge answered: what we hold is newer, keep it and its
+                # validators (the serial only ever moves forward).
+                log.info("kept %s/%s: upstream sent an older serial", *kind.key)
+                await kind.mark_checked(connection, known, now)
             else:
                 model = msgspec.structs.replace(
                     result.model, last_serial=result.validators.last_serial
@@ -347,6 +352,12 @@ class Pages:
             stale=stale,
             _render=render_as,
         )
+
+
+def _older(received: Validators, known: Validators) -> bool:
+    if received.last_serial is None or known.last_serial is None:
+        return False
+    return received.last_serial < known.last_serial
 
 
 def _content_hash(model: ProjectPage | ProjectList) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,10 +35,12 @@ def with_database(dsn: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_dsn() -> Iterator[str]:
     """A maintenance DSN of a running server, with a migrated template database on it."""
+    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, and the
+    # embedded server's socket lives in its directory.
     base = os.environ.get("MYPYPI2_TEST_DATABASE_URL") or embedded.start(
-        tmp_path_factory.mktemp("embedded-postgres")
+        Path(tempfile.mkdtemp(prefix="mypypi2-test-postgres-"))
     )
 
     async def create_template() -> None:

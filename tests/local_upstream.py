@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
@@ -70,10 +71,16 @@ class Fault:
     truncate: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
     path: str
     headers: CIMultiDictProxy[str]
+    # The answer's status and headers; None until sent (or when the connection dropped).
+    status: int | None = None
+    response_headers: CIMultiDictProxy[str] | None = None
+
+
+_RECORDED = web.RequestKey("recorded", RecordedRequest)
 
 
 class LocalUpstream:
@@ -107,6 +114,7 @@ class LocalUpstream:
         app.router.add_get("/simple/", self._index)
         app.router.add_get("/simple/{project}/", self._project)
         app.router.add_get("/files/{project}/{filename}", self._file)
+        app.on_response_prepare.append(self._record_status)
         self._released = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -124,14 +132,23 @@ class LocalUpstream:
 
     def _record(self, request: web.Request) -> None:
         self.hits[request.path] += 1
-        self.requests.append(RecordedRequest(request.path, CIMultiDictProxy(CIMultiDict(request.headers))))
+        recorded = RecordedRequest(request.path, CIMultiDictProxy(CIMultiDict(request.headers)))
+        self.requests.append(recorded)
+        request[_RECORDED] = recorded
 
-    async def _wait(self, awaitable: Any, timeout: float | None = None) -> None:
-        """Wait for `awaitable` (or `timeout`), or until the upstream stops."""
+    async def _record_status(self, request: web.Request, response: web.StreamResponse) -> None:
+        recorded = request.get(_RECORDED)
+        dropped = request.transport is None or request.transport.is_closing()
+        if recorded is not None and not dropped:
+            recorded.status = response.status
+            recorded.response_headers = CIMultiDictProxy(CIMultiDict(response.headers))
+
+    async def _wait(self, awaitable: Any) -> None:
+        """Wait for `awaitable`, or until the upstream stops."""
         released = asyncio.ensure_future(self._released.wait())
         waited = asyncio.ensure_future(awaitable)
         try:
-            await asyncio.wait({released, waited}, timeout=timeout, return_when="FIRST_COMPLETED")
+            await asyncio.wait({released, waited}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (released, waited):
                 task.cancel()
@@ -165,7 +182,8 @@ class LocalUpstream:
             await response.prepare(request)
             if fault.truncate is not None:
                 await response.write(body[: fault.truncate])
-                return _drop(request)
+                _drop(request)
+                return response
             await response.write(body)
             await response.write_eof()
             return response

@@ -64,9 +64,13 @@ def _decode(body: bytes) -> str:
         raise MalformedPage("empty body")
     try:
         # Indexes serve UTF-8 (PEP 503 / 691); a BOM is tolerated, other charsets are not.
-        return body.decode("utf-8-sig")
+        text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MalformedPage(f"body is not UTF-8: {exc}") from exc
+    # No index has a use for NUL, and PostgreSQL text cannot hold it, raw or JSON-escaped.
+    if "\x00" in text or "\\u0000" in text.lower():
+        raise MalformedPage("body contains a NUL character")
+    return text
 
 
 def _check_api_version(version: str) -> None:
@@ -92,7 +96,10 @@ def _filter_hashes(hashes: dict[str, str]) -> dict[str, str]:
 
 def _resolve(href: str, page_url: str) -> tuple[str, str] | None:
     """(absolute URL without fragment, fragment), or None when it is not an HTTP URL."""
-    url, fragment = urldefrag(urljoin(page_url, href))
+    try:
+        url, fragment = urldefrag(urljoin(page_url, href))
+    except ValueError:  # e.g. an unbalanced "[" read as an IPv6 host
+        return None
     return (url, fragment) if urlsplit(url).scheme in ("http", "https") else None
 
 

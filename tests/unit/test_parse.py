@@ -419,7 +419,7 @@ def test_anchor_without_href_is_rejected() -> None:
         _json([{"filename": "a-1.0.tar.gz", "url": "a-1.0.tar.gz"}]),
         b"just some text",
         b"   \n\t ",
-        b"\x00\x01\x02binary",
+        b"\x01\x02binary",
         b"<<<>>>",
         b'{"x": "<a href=\\"a-1.0.tar.gz\\">"}',
     ],
@@ -698,3 +698,11 @@ def test_empty_project_list() -> None:
 def test_invalid_project_list_json_is_rejected(body: bytes) -> None:
     with pytest.raises(MalformedPage, match="invalid JSON page"):
         parse_project_list(body, JSON_CT)
+
+
+@pytest.mark.parametrize("body", [b"<html>\x00</html>", b'{"name": "\\u0000"}'])
+def test_nul_characters_are_rejected(body: bytes) -> None:
+    # PostgreSQL text cannot hold NUL: refuse the page rather than fail storing it.
+    content_type = JSON_CT if body.startswith(b"{") else HTML_CT
+    with pytest.raises(MalformedPage, match="NUL"):
+        parse_project_page(body, content_type, PAGE_URL, "demo-pkg")

@@ -1,0 +1,190 @@
+"""N concurrent misses for one page cost one upstream request: within one app instance (the
+coalescer) and across instances sharing one database (the advisory lock). A revalidation
+after the TTL is one conditional request, and a 304 leaves the stored revision alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.conftest import StartCache, repository
+from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+PATH = "/simple/demo/"
+FILES = [UpstreamFile("demo-1.0.tar.gz", b"one"), UpstreamFile("demo-1.1.tar.gz", b"two")]
+# Long enough for every concurrent request to arrive while the first one is still upstream.
+UPSTREAM_DELAY = 0.3
+
+
+class Clock:
+    """The cache's clock, moved by the test instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # The default pool (100 connections) is enough for every request to be in flight at once.
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str | None, bytes]:
+    async with http.get(url, headers={"Accept": JSON_V1}) as response:
+        return response.status, response.headers.get("ETag"), await response.read()
+
+
+async def get_many(
+    http: aiohttp.ClientSession, urls: list[str]
+) -> list[tuple[int, str | None, bytes]]:
+    return list(await asyncio.gather(*(get(http, url) for url in urls)))
+
+
+def assert_identical_200s(answers: list[tuple[int, str | None, bytes]], count: int) -> bytes:
+    assert len(answers) == count
+    assert {status for status, _, _ in answers} == {200}
+    assert len({etag for _, etag, _ in answers}) == 1
+    bodies = {body for _, _, body in answers}
+    assert len(bodies) == 1
+    return bodies.pop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait until `check()` holds (a condition, not a duration, is what the test asserts)."""
+    for _ in range(1000):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.mark.parametrize(("path", "url_path"), [(PATH, "demo/"), ("/simple/", "")])
+async def test_concurrent_cold_misses_cost_one_upstream_request(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    path: str,
+    url_path: str,
+) -> None:
+    upstream.add(UpstreamProject("demo", FILES))
+    upstream.fail(path, Fault(delay=UPSTREAM_DELAY))
+    cache = await start_cache()
+
+    answers = await get_many(http, [f"{cache.url}/pypi/simple/{url_path}"] * 50)
+
+    body = assert_identical_200s(answers, 50)
+    assert b"demo" in body
+    assert upstream.hits[path] == 1
+
+
+@pytest.mark.parametrize(("path", "url_path"), [(PATH, "demo/"), ("/simple/", "")])
+async def test_concurrent_misses_on_two_instances_cost_one_upstream_request(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    database: str,
+    http: aiohttp.ClientSession,
+    path: str,
+    url_path: str,
+) -> None:
+    upstream.add(UpstreamProject("demo", FILES))
+    # The upstream holds its answer until the other instance is seen queued on the lock.
+    gate = asyncio.Event()
+    upstream.fail(path, Fault(gate=gate))
+    first, second = await start_cache(), await start_cache()
+    monitor = await asyncpg.connect(database)
+    try:
+
+        async def one_waits_on_the_lock() -> bool:
+            waiting: int = await monitor.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            return waiting >= 1 and upstream.hits[path] == 1
+
+        requests = asyncio.gather(
+            get_many(http, [f"{first.url}/pypi/simple/{url_path}"] * 25),
+            get_many(http, [f"{second.url}/pypi/simple/{url_path}"] * 25),
+        )
+        try:
+            await eventually(one_waits_on_the_lock, "one instance waits on the other's lock")
+        finally:
+            gate.set()
+            from_first, from_second = await requests
+    finally:
+        await monitor.close()
+
+    assert_identical_200s(from_first + from_second, 50)
+    assert upstream.hits[path] == 1
+
+
+async def _revision(database: str, path: str) -> tuple[int, float]:
+    """The stored revision and checked_at (as a timestamp) of the page at upstream `path`."""
+    connection = await asyncpg.connect(database)
+    try:
+        if path == "/simple/":
+            row = await connection.fetchrow(
+                "SELECT revision, checked_at FROM project_lists WHERE repository = 'pypi'"
+            )
+        else:
+            row = await connection.fetchrow(
+                "SELECT revision, checked_at FROM projects"
+                " WHERE repository = 'pypi' AND name = 'demo'"
+            )
+    finally:
+        await connection.close()
+    assert row is not None
+    return row["revision"], row["checked_at"].timestamp()
+
+
+@pytest.mark.parametrize(("path", "url_path"), [(PATH, "demo/"), ("/simple/", "")])
+async def test_concurrent_revalidation_after_ttl_is_one_conditional_request(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    database: str,
+    http: aiohttp.ClientSession,
+    path: str,
+    url_path: str,
+) -> None:
+    upstream.add(UpstreamProject("demo", FILES))
+    clock = Clock()
+    cache = await start_cache(repository("pypi", upstream, ttl=60, list_ttl=60), clock=clock)
+    url = f"{cache.url}/pypi/simple/{url_path}"
+    status, etag, body = await get(http, url)
+    assert status == 200
+    revision, checked_at = await _revision(database, path)
+
+    # Within the TTL nobody asks the upstream.
+    clock.advance(59)
+    assert_identical_200s(await get_many(http, [url] * 10), 10)
+    assert upstream.hits[path] == 1
+
+    clock.advance(2)
+    upstream.fail(path, Fault(delay=UPSTREAM_DELAY))
+    answers = await get_many(http, [url] * 50)
+
+    assert assert_identical_200s(answers, 50) == body
+    assert {answer_etag for _, answer_etag, _ in answers} == {etag}
+    assert upstream.hits[path] == 2
+    cold, revalidation = upstream.requests_for(path)
+    assert "If-None-Match" not in cold.headers
+    assert cold.status == 200
+    assert cold.response_headers is not None
+    assert revalidation.headers["If-None-Match"] == cold.response_headers["ETag"]
+    assert revalidation.status == 304
+    new_revision, new_checked_at = await _revision(database, path)
+    assert new_revision == revision
+    # The 304 counts as a confirmation: the page is fresh for another TTL from now.
+    assert new_checked_at == pytest.approx(checked_at + 61, abs=1e-3)

@@ -1,0 +1,522 @@
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import tomli_w
+import yaml
+from pip._internal.models.index import PyPI
+
+from mypypi2 import config, example_config
+from mypypi2.config import Config, DatabaseConfig, RepositoryConfig, ServerConfig
+from mypypi2.errors import ConfigError
+
+UPSTREAM = "https://upstream.example/simple/"
+# With PIP_INDEX_URL set, load() never asks pip for the default upstream.
+ENVIRON = {"PIP_INDEX_URL": "https://default.example/simple/"}
+EXAMPLE_FILE = Path(__file__).resolve().parents[2] / "config.example.toml"
+
+FULL: dict[str, Any] = {
+    "data-dir": "/srv/mypypi2",
+    "server": {
+        "host": "0.0.0.0",
+        "port": 8080,
+        "workers": 4,
+        "server": "hypercorn",
+        "base-url": "/mirror",
+        "cache-entries": 100,
+    },
+    "database": {
+        "url": "postgresql://cache@db.example/cache",
+        "pool-min-size": 2,
+        "pool-max-size": 20,
+    },
+    "repositories": [
+        {
+            "name": "pypi",
+            "upstream": UPSTREAM,
+            "ttl": 60.5,
+            "list-ttl": 120.0,
+            "negative-ttl": 30.0,
+            "connect-timeout": 1.5,
+            "read-timeout": 2.5,
+            "total-timeout": 9.0,
+            "max-page-bytes": 1000,
+            "max-list-bytes": 2000,
+        },
+        {
+            "name": "private",
+            "upstream": "https://private.example/simple/",
+            "username": "reader",
+            "password": "from-file",
+            "headers": {"X-Token": "abc"},
+        },
+    ],
+}
+
+FULL_CONFIG = Config(
+    data_dir="/srv/mypypi2",
+    server=ServerConfig(
+        host="0.0.0.0",
+        port=8080,
+        workers=4,
+        server="hypercorn",
+        base_url="/mirror",
+        cache_entries=100,
+    ),
+    database=DatabaseConfig(
+        url="postgresql://cache@db.example/cache", pool_min_size=2, pool_max_size=20
+    ),
+    repositories=(
+        RepositoryConfig(
+            name="pypi",
+            upstream=UPSTREAM,
+            ttl=60.5,
+            list_ttl=120.0,
+            negative_ttl=30.0,
+            connect_timeout=1.5,
+            read_timeout=2.5,
+            total_timeout=9.0,
+            max_page_bytes=1000,
+            max_list_bytes=2000,
+        ),
+        RepositoryConfig(
+            name="private",
+            upstream="https://private.example/simple/",
+            username="reader",
+            password="from-file",
+            headers={"X-Token": "abc"},
+        ),
+    ),
+)
+
+
+def _write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def _load_toml(tmp_path: Path, text: str, environ: dict[str, str] = ENVIRON) -> Config:
+    return config.load(_write(tmp_path, "config.toml", text), environ)
+
+
+def _repository_toml(**options: object) -> str:
+    entry = {"name": "pypi", "upstream": UPSTREAM, **options}
+    return tomli_w.dumps({"repositories": [entry]})
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "dump"),
+    [
+        ("config.toml", tomli_w.dumps),
+        ("config.json", json.dumps),
+        ("config.yaml", yaml.safe_dump),
+    ],
+)
+def test_every_format_loads_the_same_config(tmp_path: Path, name: str, dump: Any) -> None:
+    path = _write(tmp_path, name, dump(FULL))
+
+    assert config.load(path, ENVIRON) == FULL_CONFIG
+
+
+def test_defaults(tmp_path: Path) -> None:
+    loaded = config.load(None, ENVIRON)
+
+    assert loaded == Config(
+        repositories=(RepositoryConfig(name="pypi", upstream="https://default.example/simple/"),)
+    )
+    assert loaded.data_dir == "data"
+    assert loaded.server == ServerConfig(
+        host="127.0.0.1", port=8000, workers=0, server="granian", base_url="", cache_entries=4096
+    )
+    assert loaded.database == DatabaseConfig(url="", pool_min_size=1, pool_max_size=10)
+    repository = loaded.repositories[0]
+    assert (repository.ttl, repository.list_ttl, repository.negative_ttl) == (600, 600, 300)
+    assert (repository.username, repository.password, repository.headers) == (None, None, {})
+
+
+def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert _load_toml(tmp_path, "") == config.load(None, ENVIRON)
+
+
+def test_a_configured_repository_replaces_the_default_one(tmp_path: Path) -> None:
+    loaded = _load_toml(tmp_path, _repository_toml())
+
+    assert loaded.repositories == (RepositoryConfig(name="pypi", upstream=UPSTREAM),)
+    assert loaded.repository("pypi") == loaded.repositories[0]
+    assert loaded.repository("other") is None
+
+
+_BAD_CONFIGS = [
+    pytest.param("bogus = 1\n", "bogus", id="unknown-top-level-key"),
+    pytest.param("[server]\nbogus = 1\n", "bogus", id="unknown-server-key"),
+    pytest.param(_repository_toml(bogus=1), "bogus", id="unknown-repository-key"),
+    pytest.param("[database]\nbogus = 1\n", "bogus", id="unknown-database-key"),
+    pytest.param('[server]\nport = "eighty"\n', "server.port", id="wrong-type-port"),
+    pytest.param("data-dir = 3\n", "data-dir", id="wrong-type-data-dir"),
+    pytest.param(_repository_toml(ttl="long"), "ttl", id="wrong-type-ttl"),
+    pytest.param(_repository_toml(headers="x"), "headers", id="wrong-type-headers"),
+    pytest.param("repositories = 3\n", "repositories", id="repositories-not-a-list"),
+    pytest.param(
+        tomli_w.dumps(
+            {"repositories": [{"name": "a", "upstream": UPSTREAM}] * 2},
+        ),
+        "duplicate repository name 'a'",
+        id="duplicate-repository",
+    ),
+    pytest.param(
+        tomli_w.dumps({"repositories": [{"upstream": UPSTREAM}]}), "name", id="missing-name"
+    ),
+    pytest.param(
+        tomli_w.dumps({"repositories": [{"name": "a"}]}), "upstream", id="missing-upstream"
+    ),
+    pytest.param(
+        _repository_toml(upstream="ftp://upstream.example/simple/"), "upstream", id="ftp-upstream"
+    ),
+    pytest.param(
+        _repository_toml(upstream="upstream.example/simple/"), "upstream", id="no-scheme-upstream"
+    ),
+    pytest.param(_repository_toml(upstream="https:///simple/"), "upstream", id="no-host-upstream"),
+    pytest.param(_repository_toml(name="PyPI"), "name 'PyPI'", id="uppercase-name"),
+    pytest.param(_repository_toml(name="my repo"), "name 'my repo'", id="space-in-name"),
+    pytest.param(_repository_toml(name="-x"), "name '-x'", id="name-starts-with-dash"),
+    pytest.param(_repository_toml(ttl=-1.0), "ttl", id="negative-ttl"),
+    pytest.param(_repository_toml(**{"list-ttl": -1.0}), "list-ttl", id="negative-list-ttl"),
+    pytest.param(
+        _repository_toml(**{"negative-ttl": -0.5}), "negative-ttl", id="negative-negative-ttl"
+    ),
+    pytest.param(
+        _repository_toml(**{"connect-timeout": 0.0}), "connect-timeout", id="zero-connect-timeout"
+    ),
+    pytest.param(_repository_toml(**{"read-timeout": 0.0}), "read-timeout", id="zero-read-timeout"),
+    pytest.param(
+        _repository_toml(**{"total-timeout": 0.0}), "total-timeout", id="zero-total-timeout"
+    ),
+    pytest.param(
+        _repository_toml(**{"max-page-bytes": 0}), "max-page-bytes", id="zero-max-page-bytes"
+    ),
+    pytest.param(_repository_toml(password="secret"), "password", id="password-no-username"),
+    pytest.param('[server]\nbase-url = "mirror"\n', "base-url", id="base-url-relative"),
+    pytest.param(
+        '[server]\nbase-url = "https://cache.example/m?x=1"\n', "base-url", id="base-url-query"
+    ),
+    pytest.param('[server]\nbase-url = "https:/mirror"\n', "base-url", id="base-url-no-host"),
+    pytest.param('[server]\nserver = "uvicorn"\n', "server must be one of", id="unknown-server"),
+    pytest.param("[server]\nport = 0\n", "port", id="port-zero"),
+    pytest.param("[server]\nport = 65536\n", "port", id="port-too-big"),
+    pytest.param("[server]\nworkers = -1\n", "workers", id="negative-workers"),
+    pytest.param("[server]\ncache-entries = 0\n", "cache-entries", id="zero-cache-entries"),
+    pytest.param('[database]\nurl = "mysql://db.example/x"\n', "url", id="database-not-pg"),
+    pytest.param(
+        "[database]\npool-min-size = 5\npool-max-size = 2\n", "pool-min-size", id="pool-sizes"
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "names"), _BAD_CONFIGS)
+def test_a_bad_config_is_one_error_naming_the_key(tmp_path: Path, text: str, names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load_toml(tmp_path, text)
+
+    message = str(caught.value)
+    assert names in message
+    assert "config.toml" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("config.toml", "port = \n", "not valid toml"),
+        ("config.toml", "[server]\nport = 1\nport = 2\n", "not valid toml"),
+        ("config.json", '{"server": {', "not valid json"),
+        ("config.json", '{"server": {"port": 1,}}', "not valid json"),
+        ("config.yaml", "server: [\n", "not valid yaml"),
+        ("config.yaml", "server:\n  port: 1\n port: 2\n", "not valid yaml"),
+    ],
+)
+def test_invalid_syntax(tmp_path: Path, name: str, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(_write(tmp_path, name, text), ENVIRON)
+
+    message = str(caught.value)
+    assert expected in message
+    assert name in message
+    assert "line" in message  # says where
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("config.json", "[1, 2]"), ("config.json", '"text"'), ("config.yaml", "- 1\n- 2\n")],
+)
+def test_top_level_must_be_a_table(tmp_path: Path, name: str, text: str) -> None:
+    with pytest.raises(ConfigError, match="top level must be a table"):
+        config.load(_write(tmp_path, name, text), ENVIRON)
+
+
+def test_unknown_file_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config\.ini: use a \.toml, \.json or \.yaml file"):
+        config.load(_write(tmp_path, "config.ini", "[server]\n"), ENVIRON)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        config.load(tmp_path / "config.toml", ENVIRON)
+
+
+def test_find_config_file(tmp_path: Path) -> None:
+    assert config.find_config_file(tmp_path) is None
+    (tmp_path / "config.yml").write_text("")  # not one of the names looked for
+    assert config.find_config_file(tmp_path) is None
+
+    json_file = _write(tmp_path, "config.json", "{}")
+    assert config.find_config_file(tmp_path) == json_file
+
+
+def test_several_config_files_in_one_directory(tmp_path: Path) -> None:
+    _write(tmp_path, "config.toml", "")
+    _write(tmp_path, "config.yaml", "")
+
+    with pytest.raises(ConfigError) as caught:
+        config.find_config_file(tmp_path)
+
+    assert "several config files" in str(caught.value)
+    assert "config.toml" in str(caught.value)
+    assert "config.yaml" in str(caught.value)
+
+
+# --- environment overrides -----------------------------------------------------------------
+
+
+def test_env_overrides_scalars(tmp_path: Path) -> None:
+    loaded = _load_toml(
+        tmp_path,
+        '[server]\nport = 8080\nhost = "0.0.0.0"\n',
+        {
+            **ENVIRON,
+            "MYPYPI2_DATA_DIR": "/var/cache/mypypi2",
+            "MYPYPI2_SERVER__PORT": "9001",
+            "MYPYPI2_SERVER__WORKERS": "3",
+            "MYPYPI2_DATABASE__URL": "postgresql://env@db.example/cache",
+        },
+    )
+
+    assert loaded.data_dir == "/var/cache/mypypi2"
+    assert loaded.server.port == 9001
+    assert isinstance(loaded.server.port, int)
+    assert loaded.server.workers == 3
+    assert loaded.server.host == "0.0.0.0"  # not overridden: kept from the file
+    assert loaded.database.url == "postgresql://env@db.example/cache"
+
+
+def test_env_overrides_a_repository_from_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "config.toml", tomli_w.dumps(FULL))
+
+    loaded = config.load(path, {**ENVIRON, "MYPYPI2_REPOSITORIES__PRIVATE__PASSWORD": "from-env"})
+
+    private = loaded.repository("private")
+    assert private == msgspec.structs.replace(FULL_CONFIG.repositories[1], password="from-env")
+    assert loaded.repositories[0] == FULL_CONFIG.repositories[0]
+    assert len(loaded.repositories) == 2
+
+
+def test_env_addresses_a_repository_whose_name_has_an_underscore(tmp_path: Path) -> None:
+    text = tomli_w.dumps(
+        {"repositories": [{"name": "my_repo", "upstream": UPSTREAM, "username": "u"}]}
+    )
+
+    loaded = _load_toml(
+        tmp_path, text, {**ENVIRON, "MYPYPI2_REPOSITORIES__MY_REPO__PASSWORD": "from-env"}
+    )
+
+    assert loaded.repositories == (
+        RepositoryConfig(name="my_repo", upstream=UPSTREAM, username="u", password="from-env"),
+    )
+
+
+def test_env_alone_creates_a_repository() -> None:
+    loaded = config.load(
+        None,
+        {
+            **ENVIRON,
+            "MYPYPI2_REPOSITORIES__LOCAL__UPSTREAM": UPSTREAM,
+            "MYPYPI2_REPOSITORIES__LOCAL__TTL": "30",
+            "MYPYPI2_REPOSITORIES__LOCAL__HEADERS": '{"X-Token": "abc", "X-Other": "d"}',
+        },
+    )
+
+    assert loaded.repositories == (
+        RepositoryConfig(
+            name="local", upstream=UPSTREAM, ttl=30.0, headers={"X-Token": "abc", "X-Other": "d"}
+        ),
+    )
+
+
+def test_variables_that_are_not_config_keys_are_ignored() -> None:
+    loaded = config.load(
+        None,
+        {
+            **ENVIRON,
+            "MYPYPI2_TEST_DATABASE_URL": "postgresql://test.example/x",
+            config.HANDOFF_VARIABLE: "{}",
+            "OTHER_SERVER__PORT": "1",
+        },
+    )
+
+    assert loaded == config.load(None, ENVIRON)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MYPYPI2_SERVER__PORT", "abc"),
+        ("MYPYPI2_SERVER__PORT", "80.5"),
+        ("MYPYPI2_REPOSITORIES__LOCAL__TTL", "soon"),
+        ("MYPYPI2_REPOSITORIES__LOCAL__HEADERS", "X-Token: abc"),
+        ("MYPYPI2_REPOSITORIES__LOCAL__HEADERS", '{"X-Token": 1}'),
+        ("MYPYPI2_BOGUS", "1"),
+        ("MYPYPI2_SERVER__BOGUS", "1"),
+        ("MYPYPI2_REPOSITORIES__LOCAL__BOGUS", "1"),
+        ("MYPYPI2_REPOSITORIES__LOCAL", "1"),
+        ("MYPYPI2_SERVER", "1"),
+        ("MYPYPI2_SERVER__PORT__NUMBER", "1"),
+    ],
+)
+def test_a_bad_env_override_names_the_variable(variable: str, value: str) -> None:
+    environ = {**ENVIRON, "MYPYPI2_REPOSITORIES__LOCAL__UPSTREAM": UPSTREAM, variable: value}
+
+    with pytest.raises(ConfigError) as caught:
+        config.load(None, environ)
+
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_an_env_override_is_validated_like_the_file() -> None:
+    with pytest.raises(ConfigError, match="port must be between 1 and 65535"):
+        config.load(None, {**ENVIRON, "MYPYPI2_SERVER__PORT": "0"})
+
+
+# --- the zero-config default upstream ------------------------------------------------------
+
+
+@pytest.fixture
+def pip_config(tmp_path: Path) -> Path:
+    path = tmp_path / "pip.conf"
+    path.write_text("[global]\nindex-url = https://mirror.example/simple/\n")
+    return path
+
+
+def _pip_environ(tmp_path: Path, **variables: str) -> dict[str, str]:
+    # A home of our own, so the user's own pip config files are never read.
+    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), **variables}
+
+
+def _default_upstream(environ: dict[str, str]) -> str:
+    return config.load(None, environ).repositories[0].upstream
+
+
+def test_pip_index_url_wins(tmp_path: Path, pip_config: Path) -> None:
+    environ = _pip_environ(
+        tmp_path,
+        PIP_INDEX_URL="https://env.example/simple/",
+        PIP_CONFIG_FILE=str(pip_config),
+    )
+
+    assert _default_upstream(environ) == "https://env.example/simple/"
+
+
+def test_pips_config_file_is_honoured(tmp_path: Path, pip_config: Path) -> None:
+    environ = _pip_environ(tmp_path, PIP_CONFIG_FILE=str(pip_config))
+    assert "PIP_INDEX_URL" not in environ
+
+    loaded = config.load(None, environ)
+
+    assert loaded.repositories == (
+        RepositoryConfig(name="pypi", upstream="https://mirror.example/simple/"),
+    )
+
+
+def test_pips_default_index(tmp_path: Path) -> None:
+    environ = _pip_environ(tmp_path, PIP_CONFIG_FILE=os.devnull)
+
+    assert _default_upstream(environ) == PyPI.simple_url
+
+
+# --- writing TOML --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "original", [FULL_CONFIG, Config(repositories=(RepositoryConfig("pypi", UPSTREAM),))]
+)
+def test_to_toml_round_trips(original: Config) -> None:
+    text = config.to_toml(original)
+
+    assert msgspec.convert(tomllib.loads(text), Config) == original
+
+
+def test_handoff_round_trips() -> None:
+    handoff = config.decode_handoff(config.encode_handoff(FULL_CONFIG, "postgresql://db/x"))
+
+    assert handoff.config == FULL_CONFIG
+    assert handoff.dsn == "postgresql://db/x"
+
+
+# --- config.example.toml -------------------------------------------------------------------
+
+
+def test_example_file_is_up_to_date() -> None:
+    assert EXAMPLE_FILE.read_text() == example_config.render(), (
+        "config.example.toml is stale: run `python -m mypypi2.example_config`"
+    )
+
+
+def test_example_file_loads_with_the_defaults() -> None:
+    loaded = config.load(EXAMPLE_FILE, {})
+
+    assert loaded == Config(repositories=(example_config.EXAMPLE_REPOSITORY,))
+    assert loaded.repositories[0].upstream == "https://upstream.example/simple/"
+
+
+def _options(struct: type[msgspec.Struct], prefix: str) -> set[str]:
+    paths = set()
+    for field in msgspec.structs.fields(struct):
+        path = f"{prefix}.{field.encode_name}" if prefix else field.encode_name
+        paths.add(path)
+        nested = field.type
+        if getattr(nested, "__origin__", None) is tuple:
+            nested = nested.__args__[0]
+        if isinstance(nested, type) and issubclass(nested, msgspec.Struct):
+            paths |= _options(nested, path)
+    return paths
+
+
+def test_every_option_is_documented_and_every_comment_is_an_option() -> None:
+    assert set(example_config.COMMENTS) == _options(Config, "")
+    text = EXAMPLE_FILE.read_text()
+    for path in example_config.COMMENTS:
+        key = path.rsplit(".", 1)[-1]
+        assert f"\n{key} = " in text or f"\n# {key} = " in text or f"[{path}]" in text, path
+
+
+def test_commented_out_examples_are_valid() -> None:
+    settings = msgspec.to_builtins(Config(repositories=(example_config.EXAMPLE_REPOSITORY,)))
+    for path, value in example_config.EXAMPLES.items():
+        section, key = path.split(".")
+        table = settings[section][0] if section == "repositories" else settings[section]
+        assert table[key] in (None, {})  # only options unset by default get an example
+        table[key] = value
+
+    loaded = msgspec.convert(settings, Config)
+
+    assert msgspec.to_builtins(loaded) == settings
