@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TypedDict
 
 from starlette.applications import Starlette
@@ -13,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from mypypi2 import db
-from mypypi2.config import Config
+from mypypi2.config import Config, data_dir
 from mypypi2.errors import (
+    FileNotFound,
     NotAcceptable,
     ProjectNotFound,
     RepositoryNotFound,
@@ -22,8 +24,13 @@ from mypypi2.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
+from mypypi2.files import Files
 from mypypi2.pages import Clock, Pages
+from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
+from mypypi2.storage import Storage
+from mypypi2.storage.disk import DiskStorage
+from mypypi2.storage.s3 import S3Storage
 from mypypi2.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 
 class State(TypedDict):
     pages: Pages
+    files: Files
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -38,6 +46,7 @@ class State(TypedDict):
 _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (RepositoryNotFound, 404),
     (ProjectNotFound, 404),
+    (FileNotFound, 404),
     (UpstreamNotFound, 404),
     (NotAcceptable, 406),
     (UpstreamTimeout, 504),
@@ -75,10 +84,43 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> Starlet
                 cache_entries=config.server.cache_entries,
                 clock=clock,
             )
-            yield {"pages": pages}
+            storage = await _open_storage(config, stack)
+            files = Files(pool, storage, pages, clients, clock=clock)
+            yield {"pages": pages, "files": files}
 
     return Starlette(
-        routes=[*health.routes, *simple.routes],
+        routes=[*health.routes, *simple.routes, *files_routes.routes],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
+    )
+
+
+async def _open_storage(config: Config, stack: AsyncExitStack) -> Storage:
+    settings = config.storage
+    if settings.backend == "disk":
+        return DiskStorage(Path(settings.path) if settings.path else data_dir(config) / "files")
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    client = await stack.enter_async_context(
+        get_session().create_client(
+            "s3",
+            endpoint_url=settings.endpoint_url or None,
+            region_name=settings.region or None,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            config=AioConfig(
+                signature_version="s3v4", s3={"addressing_style": settings.addressing_style}
+            ),
+        )
+    )
+    return S3Storage(
+        client,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        spool_dir=data_dir(config) / "incoming",
+        redirect_status=settings.redirect_status if settings.redirect else 0,
+        public_url=settings.public_url,
+        presign_seconds=settings.presign_seconds,
+        part_size=settings.part_size,
     )

@@ -122,11 +122,55 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, re
             raise ValueError("need 0 <= pool-min-size <= pool-max-size and pool-max-size >= 1")
 
 
+class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Where verified distribution files are kept."""
+
+    # "disk" (a local directory) or "s3" (an S3-compatible bucket).
+    backend: str = "disk"
+    # disk: the directory. Empty: `files` inside the data directory.
+    path: str = ""
+    # s3: the bucket, a key prefix inside it, and how to reach it.
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str = ""  # empty: the AWS endpoint of `region`
+    region: str = ""
+    access_key_id: str | None = None  # unset: the usual AWS credential chain
+    secret_access_key: str | None = None
+    addressing_style: str = "auto"  # auto, path or virtual
+    # s3: answer stored files with a redirect to the object (a presigned URL, or
+    # `public-url` + key for a public bucket or CDN); false: stream them through us.
+    redirect: bool = True
+    redirect_status: int = 308
+    public_url: str = ""
+    presign_seconds: int = 3600
+    # s3: multipart part size in bytes; memory per upload stays at one part.
+    part_size: int = 16 * MIB
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("disk", "s3"):
+            raise ValueError("backend must be disk or s3")
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("bucket is required with backend = s3")
+        if self.endpoint_url and urlsplit(self.endpoint_url).scheme not in ("http", "https"):
+            raise ValueError(f"endpoint-url {self.endpoint_url!r} is not an http(s) URL")
+        if self.addressing_style not in ("auto", "path", "virtual"):
+            raise ValueError("addressing-style must be auto, path or virtual")
+        if self.redirect_status not in (301, 302, 303, 307, 308):
+            raise ValueError("redirect-status must be one of 301, 302, 303, 307, 308")
+        if self.presign_seconds <= 0:
+            raise ValueError("presign-seconds must be > 0")
+        if self.part_size < 5 * MIB:
+            raise ValueError("part-size must be at least 5 MiB (the S3 minimum)")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access-key-id and secret-access-key, or neither")
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
-    # Embedded PostgreSQL and (later) stored files live here.
+    # The embedded PostgreSQL, downloads in progress and (by default) stored files live here.
     data_dir: str = "data"
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
+    storage: StorageConfig = StorageConfig()
     # Empty: one repository "pypi" whose upstream is the index pip is configured with.
     repositories: tuple[RepositoryConfig, ...] = ()
 
@@ -179,6 +223,11 @@ def _read_file(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text) or {}
         else:
             raise ConfigError(f"config file {path}: use a .toml, .json or .yaml file")
+    except yaml.MarkedYAMLError as exc:
+        # One line, like the TOML and JSON errors: YAML's own message spans several.
+        mark = exc.problem_mark
+        where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"config file {path} is not valid yaml: {exc.problem}{where}") from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
     if not isinstance(data, dict):
@@ -208,14 +257,21 @@ def _set_override(raw: dict[str, Any], keys: list[str], value: str, variable: st
             # Repositories are a list; the next part of the variable names one of them.
             if index + 2 >= len(keys):
                 raise ConfigError(
-                    f"{variable}: name a repository and a key, e.g. {variable}__NAME__UPSTREAM"
+                    f"{variable}: name a repository and a key,"
+                    f" e.g. {ENV_PREFIX}REPOSITORIES__<NAME>__UPSTREAM"
                 )
             name = keys[index + 1]
             entries = node.setdefault("repositories", [])
             if not isinstance(entries, list):
-                raise ConfigError("repositories must be a list")
+                raise ConfigError(f"{variable}: repositories must be a list")
+            # Matched like the variable was spelled: MY_REPO addresses "my_repo" and "my-repo".
             entry = next(
-                (e for e in entries if isinstance(e, dict) and e.get("name") == name), None
+                (
+                    e
+                    for e in entries
+                    if isinstance(e, dict) and str(e.get("name")).lower().replace("_", "-") == name
+                ),
+                None,
             )
             if entry is None:
                 entry = {"name": name}
@@ -296,7 +352,7 @@ def _without_none(value: Any) -> Any:
     # TOML has no null: a key left unset is simply absent.
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # to_builtins keeps tuples (repositories)
         return [_without_none(v) for v in value]
     return value
 

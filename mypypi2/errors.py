@@ -62,3 +62,15 @@ class UpstreamNotFound(UpstreamError):
 
     def __init__(self, url: str) -> None:
         super().__init__(url, "not found")
+
+
+class FileNotFound(Mypypi2Error):
+    def __init__(self, repository: str, project: str, filename: str) -> None:
+        super().__init__(f"file {filename!r} of project {project!r} not found in {repository!r}")
+        self.repository = repository
+        self.project = project
+        self.filename = filename
+
+
+class VerificationFailed(UpstreamError):
+    """The upstream's bytes do not match the hash or size its page announced."""

@@ -11,6 +11,7 @@ from mypypi2.queries import Executor
 # unrelated refreshes, it never merges them.
 LOCK = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 
 
 @asynccontextmanager
@@ -21,3 +22,13 @@ async def held(connection: Executor, key: str) -> AsyncIterator[None]:
         yield
     finally:
         await connection.execute(UNLOCK, key)
+
+
+async def try_acquire(connection: Executor, key: str) -> bool:
+    """Take the lock named `key` if nobody holds it; the caller must `release` it."""
+    acquired: bool = await connection.fetchval(TRY_LOCK, key)
+    return acquired
+
+
+async def release(connection: Executor, key: str) -> None:
+    await connection.execute(UNLOCK, key)

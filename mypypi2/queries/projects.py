@@ -21,7 +21,7 @@ WHERE repository = $1 AND name = $2 AND found
 
 SELECT_LISTED_FILES = """
 SELECT filename, upstream_url, hashes, requires_python, yanked, core_metadata,
-       size, upload_time, provenance, gpg_sig
+       COALESCE(size, stored_size) AS size, upload_time, provenance, gpg_sig
 FROM files
 WHERE project_id = $1 AND listed
 ORDER BY position

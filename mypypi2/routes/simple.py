@@ -13,6 +13,7 @@ from mypypi2 import names
 from mypypi2.errors import ProjectNotFound
 from mypypi2.negotiate import HTML_V1, JSON_V1, negotiate
 from mypypi2.pages import Pages, Snapshot
+from mypypi2.routes.conditional import etag_matches
 
 
 async def project_list(request: Request) -> Response:
@@ -102,18 +103,11 @@ def _page_response(request: Request, snapshot: Snapshot, media_type: str) -> Res
     if snapshot.stale:
         # RFC 9111 section 5.5 is gone; a plain header says the upstream could not confirm it.
         headers["X-Mypypi2-Stale"] = "upstream-unavailable"
-    if _etag_matches(request.headers.get("if-none-match"), representation.etag):
+    if etag_matches(request, representation.etag):
         return Response(status_code=304, headers=headers)
     content_type = media_type + ("; charset=utf-8" if media_type != JSON_V1 else "")
     headers["Content-Type"] = content_type
     return Response(representation.body, headers=headers)
-
-
-def _etag_matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    candidates = (tag.strip().removeprefix("W/") for tag in if_none_match.split(","))
-    return any(tag in ("*", etag) for tag in candidates)
 
 
 # PEP 691 path variants (`v1+json/`, `v1+html/`) force a format whatever Accept says; no

@@ -8,8 +8,10 @@ always chained to the cause.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -43,21 +45,33 @@ class NotModified(msgspec.Struct, frozen=True):
     validators: Validators
 
 
+class UpstreamBody(msgspec.Struct, frozen=True):
+    """A file response being received: its announced length and its chunks."""
+
+    content_length: int | None
+    chunks: AsyncIterator[bytes]
+
+
 class UpstreamClient:
     def __init__(self, repository: RepositoryConfig, session: aiohttp.ClientSession) -> None:
         self._repository = repository
         self._session = session
         self._base = repository.upstream.rstrip("/") + "/"
+        self._origin = _origin(self._base)
+        self._credentials = dict(repository.headers)
+        if repository.username is not None:
+            self._credentials["Authorization"] = aiohttp.encode_basic_auth(
+                repository.username, repository.password or ""
+            )
+        # Files may take long; only silence and connecting are bounded, never the total.
+        self._file_timeout = aiohttp.ClientTimeout(
+            total=None, connect=repository.connect_timeout, sock_read=repository.read_timeout
+        )
 
     @staticmethod
     def open_session(repository: RepositoryConfig) -> aiohttp.ClientSession:
         """The one session (connection pool) used for everything sent to this upstream."""
-        auth = None
-        if repository.username is not None:
-            auth = aiohttp.BasicAuth(repository.username, repository.password or "")
         return aiohttp.ClientSession(
-            auth=auth,
-            headers=repository.headers,
             timeout=aiohttp.ClientTimeout(
                 total=repository.total_timeout,
                 connect=repository.connect_timeout,
@@ -66,6 +80,41 @@ class UpstreamClient:
             connector=aiohttp.TCPConnector(limit=64, limit_per_host=64),
             raise_for_status=False,
         )
+
+    def _headers(self, url: str, **headers: str) -> dict[str, str]:
+        # Credentials of a private index go to that index only, never to the file host
+        # (often a CDN) its pages link to.
+        if _origin(url) == self._origin:
+            return {**self._credentials, **headers}
+        return headers
+
+    @asynccontextmanager
+    async def file(self, url: str) -> AsyncIterator[UpstreamBody]:
+        """GET a distribution file; errors while reading the body are translated too."""
+        try:
+            async with self._session.get(
+                url,
+                headers=self._headers(url, **{"Accept-Encoding": "identity"}),
+                timeout=self._file_timeout,
+                auto_decompress=False,  # the bytes hashed must be the bytes published
+            ) as response:
+                _raise_for_status(response, url)
+                yield UpstreamBody(response.content_length, response.content.iter_chunked(_CHUNK))
+        except TimeoutError as exc:
+            raise UpstreamTimeout(url, "timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(url, f"{type(exc).__name__}: {exc}") from exc
+
+    async def small_file(self, url: str, limit: int) -> bytes:
+        """GET a small file whole (a PEP 658 .metadata), refusing more than `limit` bytes."""
+        try:
+            async with self._session.get(url, headers=self._headers(url)) as response:
+                _raise_for_status(response, url)
+                return await _read_limited(response, url, limit)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(url, "timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(url, f"{type(exc).__name__}: {exc}") from exc
 
     async def project_page(
         self, project: str, known: Validators | None
@@ -93,7 +142,7 @@ class UpstreamClient:
         limit: int,
         parse: Callable[[bytes, str, str], T],
     ) -> Fetched[T] | NotModified:
-        headers = {"Accept": ACCEPT}
+        headers = self._headers(url, Accept=ACCEPT)
         if known is not None and known.etag:
             headers["If-None-Match"] = known.etag
         if known is not None and known.last_modified:
@@ -102,10 +151,7 @@ class UpstreamClient:
             async with self._session.get(url, headers=headers) as response:
                 if response.status == 304 and known is not None:
                     return NotModified(_validators(response, known))
-                if response.status in (404, 410):
-                    raise UpstreamNotFound(url)
-                if response.status != 200:
-                    raise UpstreamError(url, f"HTTP {response.status} {response.reason or ''}")
+                _raise_for_status(response, url)
                 body = await _read_limited(response, url, limit)
                 content_type = response.headers.get("Content-Type", "")
                 final_url = str(response.url)
@@ -125,6 +171,19 @@ class UpstreamClient:
         if serial is None:
             serial = getattr(model, "last_serial", None)
         return Fetched(model, msgspec.structs.replace(validators, last_serial=serial))
+
+
+def _raise_for_status(response: aiohttp.ClientResponse, url: str) -> None:
+    if response.status in (404, 410):
+        raise UpstreamNotFound(url)
+    if response.status != 200:
+        raise UpstreamError(url, f"HTTP {response.status} {response.reason or ''}".strip())
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, parts.hostname or "", parts.port or default_port
 
 
 async def _read_limited(response: aiohttp.ClientResponse, url: str, limit: int) -> bytes:

@@ -119,9 +119,7 @@ async def test_invalid_project_names_are_404_without_asking_upstream(
     assert not [path for path in upstream.hits if path != "/simple/"]
 
 
-async def test_unknown_repository_is_404(
-    cache: RunningCache, http: aiohttp.ClientSession
-) -> None:
+async def test_unknown_repository_is_404(cache: RunningCache, http: aiohttp.ClientSession) -> None:
     for path in ("/nope/simple/", "/nope/simple/demo/"):
         status, _, _ = await get(http, f"{cache.url}{path}")
         assert status == 404
@@ -224,9 +222,7 @@ async def test_etag_per_representation_and_304(
 # -- page content ------------------------------------------------------------------------------
 
 
-async def test_html_page_follows_pep_503(
-    cache: RunningCache, http: aiohttp.ClientSession
-) -> None:
+async def test_html_page_follows_pep_503(cache: RunningCache, http: aiohttp.ClientSession) -> None:
     status, _, raw = await get(http, f"{cache.url}/pypi/simple/demo/", "text/html")
     assert status == 200
     page = raw.decode()

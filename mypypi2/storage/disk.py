@@ -1,0 +1,60 @@
+"""Files in a local directory: temp name in the same filesystem, then an atomic rename."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from mypypi2.storage import Redirect
+
+_CHUNK = 256 * 1024
+
+
+class DiskStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.spool_dir = self.root / ".incoming"
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        # Keys are built from validated names, but the store never trusts its callers.
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError(f"storage key escapes the store: {key!r}")
+        return path
+
+    async def commit(self, key: str, spool: Path, size: int) -> None:
+        path = self._path(key)
+        await asyncio.to_thread(_commit, spool, path)
+
+    async def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    async def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    async def redirect(self, key: str) -> Redirect | None:
+        return None
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        with open(self._path(key), "rb") as file:  # noqa: ASYNC230 - small reads below
+            file.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = await asyncio.to_thread(file.read, min(_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"stored object {key!r} is shorter than expected")
+                remaining -= len(chunk)
+                yield chunk
+
+
+def _commit(spool: Path, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(spool, "rb") as file:
+        os.fsync(file.fileno())  # the bytes are durable before the name says they exist
+    os.replace(spool, path)

@@ -1,0 +1,126 @@
+"""Files in an S3-compatible bucket (AWS, MinIO, Ceph, R2) through aiobotocore.
+
+Large files go up as multipart uploads read part by part from the spool, so memory stays
+at one part whatever the file size; the object appears only when the upload completes.
+Clients are sent to the object (a presigned URL, or a public/CDN prefix) or, with
+redirects off, the bytes are streamed through the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from botocore.exceptions import ClientError
+
+from mypypi2.storage import Redirect
+
+_STREAM_CHUNK = 256 * 1024
+
+
+class S3Storage:
+    def __init__(
+        self,
+        client: Any,  # aiobotocore S3 client; it ships no type information
+        *,
+        bucket: str,
+        prefix: str,
+        spool_dir: Path,
+        redirect_status: int,  # 0: stream through the service
+        public_url: str,
+        presign_seconds: int,
+        part_size: int,
+    ) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.spool_dir = spool_dir
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._redirect_status = redirect_status
+        self._public_url = public_url.rstrip("/")
+        self._presign_seconds = presign_seconds
+        self._part_size = part_size
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def commit(self, key: str, spool: Path, size: int) -> None:
+        try:
+            if size <= self._part_size:
+                body = await asyncio.to_thread(spool.read_bytes)
+                await self._client.put_object(Bucket=self._bucket, Key=self._key(key), Body=body)
+            else:
+                await self._multipart(self._key(key), spool)
+        finally:
+            spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
+
+    async def _multipart(self, key: str, spool: Path) -> None:
+        upload = await self._client.create_multipart_upload(Bucket=self._bucket, Key=key)
+        upload_id = upload["UploadId"]
+        parts = []
+        try:
+            with open(spool, "rb") as file:  # noqa: ASYNC230 - reads go through a thread
+                number = 1
+                while chunk := await asyncio.to_thread(file.read, self._part_size):
+                    part = await self._client.upload_part(
+                        Bucket=self._bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                    )
+                    parts.append({"ETag": part["ETag"], "PartNumber": number})
+                    number += 1
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            await asyncio.shield(
+                self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id
+                )
+            )
+            raise
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    async def redirect(self, key: str) -> Redirect | None:
+        if not self._redirect_status:
+            return None
+        if self._public_url:
+            return Redirect(f"{self._public_url}/{quote(self._key(key))}", self._redirect_status)
+        url: str = await self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self._key(key)},
+            ExpiresIn=self._presign_seconds,
+        )
+        return Redirect(url, self._redirect_status)
+
+    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        if end <= start:
+            return
+        response = await self._client.get_object(
+            Bucket=self._bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}"
+        )
+        async with response["Body"] as body:
+            while chunk := await body.read(_STREAM_CHUNK):
+                yield chunk
