@@ -23,7 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from mypypi2 import db, embedded
 from mypypi2.app import create_app
-from mypypi2.config import Config, RepositoryConfig, ServerConfig
+from mypypi2.config import Config, RepositoryConfig, ServerConfig, StorageConfig
 from mypypi2.pages import Clock
 from tests.local_upstream import LocalUpstream
 
@@ -152,10 +152,12 @@ async def start_cache(
         *repositories: RepositoryConfig,
         clock: Clock | None = None,
         base_url: str = "",
+        storage: StorageConfig | None = None,
     ) -> RunningCache:
         config = Config(
             data_dir=str(tmp_path / "data"),
             server=ServerConfig(base_url=base_url),
+            storage=storage or StorageConfig(),
             repositories=repositories or (repository("pypi", upstream),),
         )
         cache = RunningCache(config, database, clock)
@@ -166,3 +168,40 @@ async def start_cache(
     yield start
     for cache in running:
         await cache.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3-compatible server (moto in server mode), spoken to over HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    assert server._server is not None
+    yield f"http://127.0.0.1:{server._server.server_port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_endpoint: str) -> StorageConfig:
+    """S3 settings for a fresh bucket of this test's own (redirects on, as by default)."""
+    import boto3
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=bucket)
+    return StorageConfig(
+        backend="s3",
+        bucket=bucket,
+        prefix="mirror",
+        endpoint_url=s3_endpoint,
+        region="us-east-1",
+        access_key_id="test",
+        secret_access_key="test",
+        addressing_style="path",
+    )

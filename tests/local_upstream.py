@@ -66,9 +66,15 @@ class Fault:
     stall: bool = False  # never answer (until the upstream stops)
     reset: bool = False  # drop the connection without answering
     chunked: bool = False  # send `body` without Content-Length (chunked encoding)
-    # Send the headers, with the full Content-Length, and only this many bytes of `body`,
-    # then drop the connection.
+    # Send the headers, with the full Content-Length, and only this many bytes of `body`
+    # (of the file, for file paths), then drop the connection.
     truncate: int | None = None
+    # Files only: send the real content in pieces of `slow_chunk` bytes, sleeping
+    # `slow_delay` seconds between them.
+    slow_chunk: int | None = None
+    slow_delay: float = 0.0
+    # Files only: send content of the right length with one byte changed (a bad hash).
+    corrupt: bool = False
 
 
 @dataclass
@@ -89,6 +95,8 @@ class LocalUpstream:
         self.hits: Counter[str] = Counter()
         self.faults: dict[str, Fault] = {}
         self.requests: list[RecordedRequest] = []
+        # File paths whose body was sent completely.
+        self.completed: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._released = asyncio.Event()
         self.port = 0
@@ -219,14 +227,52 @@ class LocalUpstream:
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         self._record(request)
+        content = self._file_content(request)
+        fault = self.faults.get(request.path)
+        if fault is not None and content is not None and _is_file_fault(fault):
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self.faults[request.path]
+            return await self._send_file(request, content, fault)
+        faulted = await self._faulted(request)
+        if faulted is not None:
+            return faulted
+        if content is None:
+            return web.Response(status=404)
+        response = web.Response(body=content, content_type="application/octet-stream")
+        self.completed[request.path] += 1
+        return response
+
+    def _file_content(self, request: web.Request) -> bytes | None:
         project = self.projects.get(request.match_info["project"])
         filename = request.match_info["filename"]
         for file in project.files if project else []:
             if file.filename == filename:
-                return web.Response(body=file.content)
+                return file.content
             if file.metadata is not None and f"{file.filename}.metadata" == filename:
-                return web.Response(body=file.metadata)
-        return web.Response(status=404)
+                return file.metadata
+        return None
+
+    async def _send_file(
+        self, request: web.Request, content: bytes, fault: Fault
+    ) -> web.StreamResponse:
+        if fault.corrupt:
+            content = content[:-1] + bytes([content[-1] ^ 0xFF])
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = len(content)
+        await response.prepare(request)
+        sent = content if fault.truncate is None else content[: fault.truncate]
+        step = fault.slow_chunk or len(sent) or 1
+        for offset in range(0, len(sent), step):
+            await response.write(sent[offset : offset + step])
+            if fault.slow_delay:
+                await self._wait(asyncio.sleep(fault.slow_delay))
+        if fault.truncate is not None:
+            return _drop(request)
+        await response.write_eof()
+        self.completed[request.path] += 1
+        return response
 
     def _answer(
         self, request: web.Request, body: bytes, content_type: str, serial: int | None = None
@@ -238,6 +284,14 @@ class LocalUpstream:
         if request.headers.get("If-None-Match") == etag:
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, headers=headers)
+
+
+def _is_file_fault(fault: Fault) -> bool:
+    return (
+        fault.corrupt
+        or fault.slow_chunk is not None
+        or (fault.truncate is not None and fault.body is None)
+    )
 
 
 def _drop(request: web.Request) -> web.Response:
