@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypedDict
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -18,6 +19,7 @@ from mypypi2.config import Config, data_dir
 from mypypi2.errors import (
     FileNotFound,
     NotAcceptable,
+    NotStored,
     ProjectNotFound,
     RepositoryNotFound,
     UpstreamError,
@@ -26,6 +28,7 @@ from mypypi2.errors import (
 )
 from mypypi2.files import Files
 from mypypi2.pages import Clock, Pages
+from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.storage import Storage
@@ -47,6 +50,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (RepositoryNotFound, 404),
     (ProjectNotFound, 404),
     (FileNotFound, 404),
+    (NotStored, 404),
     (UpstreamNotFound, 404),
     (NotAcceptable, 406),
     (UpstreamTimeout, 504),
@@ -82,10 +86,21 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> Starlet
                 clients,
                 base_url=config.server.base_url,
                 cache_entries=config.server.cache_entries,
+                offline=config.offline,
                 clock=clock,
             )
-            storage = await _open_storage(config, stack)
-            files = Files(pool, storage, pages, clients, clock=clock)
+            stack.push_async_callback(pages.close)
+            storage = await open_storage(config, stack)
+            files = Files(pool, storage, pages, clients, offline=config.offline, clock=clock)
+
+            def forget(purged: Purged) -> None:
+                pages.forget(purged)
+                files.forget(purged)
+
+            # Purges come from any process (`mypypi2 purge`, another replica): hear them all.
+            listener = await asyncpg.connect(dsn)
+            stack.push_async_callback(listener.close)
+            await listen_purged(listener, forget)
             yield {"pages": pages, "files": files}
 
     return Starlette(
@@ -95,7 +110,8 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> Starlet
     )
 
 
-async def _open_storage(config: Config, stack: AsyncExitStack) -> Storage:
+async def open_storage(config: Config, stack: AsyncExitStack) -> Storage:
+    """The configured store; resources it opens are closed with `stack`."""
     settings = config.storage
     if settings.backend == "disk":
         return DiskStorage(Path(settings.path) if settings.path else data_dir(config) / "files")

@@ -1,20 +1,27 @@
-"""The `mypypi2` command: serve, migrate, config."""
+"""The `mypypi2` command: serve, migrate, purge, config."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import msgspec
 
 from mypypi2 import config as config_module
 from mypypi2 import db, embedded
+from mypypi2 import files as files_module
+from mypypi2 import pages as pages_module
+from mypypi2.app import open_storage
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
 from mypypi2.errors import ConfigError
+from mypypi2.names import normalize
+from mypypi2.queries.notifications import Purged, notify_purged
 
 log = logging.getLogger("mypypi2")
 
@@ -42,12 +49,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (0: one per CPU core)")
     serve.add_argument("--server", choices=SERVERS, help="ASGI server (default: granian)")
+    serve.add_argument(
+        "--offline",
+        action="store_true",
+        help="never contact any upstream: serve what is stored, 404 for the rest",
+    )
 
     commands.add_parser(
         "migrate",
         help="apply database migrations and exit",
         description="Apply pending database migrations (also done by `serve`) and exit.",
     )
+    purge = commands.add_parser(
+        "purge",
+        help="mark pages stale (and drop stored files) in every worker and replica",
+        description="Mark the pages of a repository stale, so the next request fetches them "
+        "from the upstream again; with --files, also delete their stored files and metadata. "
+        "Every running worker and replica drops its copies at once.",
+    )
+    purge.add_argument("repository", help="the repository name")
+    purge.add_argument("projects", nargs="*", help="projects to purge (default: all)")
+    purge.add_argument("--files", action="store_true", help="also delete stored files")
     show = commands.add_parser(
         "config",
         help="print the resolved configuration as TOML",
@@ -70,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = db.migrate(_database(config))
             print(f"applied {applied} migration(s)")
             return 0
+        if args.command == "purge":
+            return _purge(config, args)
         return _serve(config, args)
     except ConfigError as exc:
         print(f"mypypi2: {exc}", file=sys.stderr)
@@ -105,7 +129,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         )
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid command-line option: {exc}") from exc
-    config = msgspec.structs.replace(config, server=server)
+    config = msgspec.structs.replace(config, server=server, offline=config.offline or args.offline)
     dsn = _database(config)
     db.migrate(dsn)
     workers = server.workers or os.cpu_count() or 1
@@ -122,6 +146,33 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     else:
         _run_granian(server.host, server.port, workers)
     return 0
+
+
+def _purge(config: Config, args: argparse.Namespace) -> int:
+    if config.repository(args.repository) is None:
+        raise ConfigError(f"no repository named {args.repository!r} in the configuration")
+    dsn = _database(config)
+    db.migrate(dsn)
+    names = sorted({normalize(name) for name in args.projects}) or None
+    pages, files = asyncio.run(_purge_async(config, dsn, args.repository, names, args.files))
+    print(f"purged {pages} page(s)" + (f" and {files} stored file(s)" if args.files else ""))
+    return 0
+
+
+async def _purge_async(
+    config: Config, dsn: str, repository: str, names: list[str] | None, with_files: bool
+) -> tuple[int, int]:
+    async with AsyncExitStack() as stack:
+        pool = await db.create_pool(dsn, 1, 2)
+        stack.push_async_callback(pool.close)
+        async with pool.acquire() as connection:
+            pages = await pages_module.purge(connection, repository, names)
+            files = 0
+            if with_files:
+                storage = await open_storage(config, stack)
+                files = await files_module.purge_stored(connection, storage, repository, names)
+            await notify_purged(connection, Purged(repository, names, with_files))
+        return pages, files
 
 
 def _run_granian(host: str, port: int, workers: int) -> None:

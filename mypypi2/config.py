@@ -16,7 +16,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, get_origin
+from typing import Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -48,6 +48,21 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     list_ttl: float = 600.0
     # Seconds an upstream 404 is remembered before asking again.
     negative_ttl: float = 300.0
+    # Seconds past the TTL during which a page is answered at once from the store while
+    # one background request revalidates it (RFC 5861 stale-while-revalidate).
+    stale_while_revalidate: float = 60.0
+    # Seconds past the TTL during which a stored page is served, marked stale, when the
+    # upstream fails (timeout, connection error, 5xx, bad page); "forever" for no limit.
+    stale_if_error: float | Literal["forever"] = 86400.0
+    # Consecutive upstream 404s before a project we hold is treated as gone; one flaky
+    # answer never deletes a page.
+    gone_after_404s: int = 3
+    # Client `Cache-Control: no-cache` / `max-age=0` (pip always, uv --refresh) makes us
+    # revalidate with the upstream when the page was confirmed longer ago than this many
+    # seconds (0: every time; -1: never, the TTL alone decides).
+    no_cache_revalidate_after: float = 5.0
+    # Cache-Control max-age sent to clients for pages; unset: the TTL.
+    client_max_age: int | None = None
     connect_timeout: float = 10.0
     # Longest silence while reading a response, and the cap on a whole page fetch.
     read_timeout: float = 30.0
@@ -65,7 +80,7 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         parts = urlsplit(self.upstream)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"upstream {self.upstream!r} is not an http(s) URL")
-        for key in ("ttl", "list_ttl", "negative_ttl"):
+        for key in ("ttl", "list_ttl", "negative_ttl", "stale_while_revalidate"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key.replace('_', '-')} must be >= 0")
         for key in ("connect_timeout", "read_timeout", "total_timeout"):
@@ -74,6 +89,14 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         for key in ("max_page_bytes", "max_list_bytes"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key.replace('_', '-')} must be > 0")
+        if self.stale_if_error != "forever" and self.stale_if_error < 0:
+            raise ValueError('stale-if-error must be >= 0 or "forever"')
+        if self.gone_after_404s < 1:
+            raise ValueError("gone-after-404s must be >= 1")
+        if self.no_cache_revalidate_after < -1:
+            raise ValueError("no-cache-revalidate-after must be >= 0, or -1 for never")
+        if self.client_max_age is not None and self.client_max_age < 0:
+            raise ValueError("client-max-age must be >= 0")
         if self.password is not None and self.username is None:
             raise ValueError("password is set but username is not")
 
@@ -168,6 +191,8 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
     # The embedded PostgreSQL, downloads in progress and (by default) stored files live here.
     data_dir: str = "data"
+    # Never contact any upstream: serve what is stored, 404 for the rest.
+    offline: bool = False
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     storage: StorageConfig = StorageConfig()

@@ -74,3 +74,13 @@ class FileNotFound(Mypypi2Error):
 
 class VerificationFailed(UpstreamError):
     """The upstream's bytes do not match the hash or size its page announced."""
+
+
+class NotStored(Mypypi2Error):
+    """Offline: the page was never stored, and the upstream may not be asked."""
+
+    def __init__(self, repository: str, project: str) -> None:
+        what = f"project {project!r}" if project else "the project list"
+        super().__init__(f"offline: {what} of {repository!r} is not stored")
+        self.repository = repository
+        self.project = project

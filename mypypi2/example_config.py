@@ -40,9 +40,12 @@ EXAMPLES: dict[str, Any] = {
     "repositories.username": "reader",
     "repositories.password": "change-me",
     "repositories.headers": {"X-Token": "change-me"},
+    "repositories.client-max-age": 600,
 }
 
 COMMENTS: dict[str, str] = {
+    "offline": "Never contact any upstream: serve what is stored, 404 for the rest (also "
+    "`mypypi2 serve --offline`).",
     "data-dir": "Directory for the embedded PostgreSQL, downloads in progress and (by "
     "default) stored files, relative to the working directory.",
     "server": "The HTTP server started by `mypypi2 serve` (its options override these).",
@@ -91,6 +94,17 @@ COMMENTS: dict[str, str] = {
     "repositories.ttl": "Seconds a project page is served without asking the upstream.",
     "repositories.list-ttl": "Seconds the project list is served without asking the upstream.",
     "repositories.negative-ttl": "Seconds an upstream 404 is remembered before asking again.",
+    "repositories.stale-while-revalidate": "Seconds past the TTL during which a page is "
+    "answered at once from the store while one background request revalidates it.",
+    "repositories.stale-if-error": "Seconds past the TTL during which a stored page is still "
+    'served (marked with X-Mypypi2-Stale) when the upstream fails; "forever" for no limit.',
+    "repositories.gone-after-404s": "Consecutive upstream 404s before a stored project is "
+    "treated as gone (one flaky answer never deletes a page).",
+    "repositories.no-cache-revalidate-after": "A client's Cache-Control no-cache / max-age=0 "
+    "(pip sends it on every page, uv with --refresh) revalidates the page with the upstream "
+    "when it was confirmed longer ago than this many seconds; 0: every time; -1: never.",
+    "repositories.client-max-age": "Cache-Control max-age (seconds) sent to clients with "
+    "pages; unset: the TTL.",
     "repositories.connect-timeout": "Seconds to wait for a connection to the upstream.",
     "repositories.read-timeout": "Longest silence, in seconds, while reading an upstream response.",
     "repositories.total-timeout": "Seconds a whole upstream page fetch may take.",

@@ -41,9 +41,10 @@ from mypypi2.errors import (
     VerificationFailed,
 )
 from mypypi2.pages import Clock, Pages
+from mypypi2.queries import Executor, locks
 from mypypi2.queries import files as files_queries
-from mypypi2.queries import locks
 from mypypi2.queries.files import FileRow
+from mypypi2.queries.notifications import Purged
 from mypypi2.storage import Storage, storage_key
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
@@ -126,8 +127,10 @@ class Files:
         clients: Mapping[str, UpstreamClient],
         *,
         cache_entries: int = 16384,
+        offline: bool = False,
         clock: Clock = time.time,
     ) -> None:
+        self._offline = offline
         self._pool = pool
         self._storage = storage
         self._pages = pages
@@ -143,6 +146,19 @@ class Files:
     def storage(self) -> Storage:
         return self._storage
 
+    def forget(self, purged: Purged) -> None:
+        """Another process purged stored files: stop answering from this worker's memory."""
+        if not purged.files:
+            return
+        doomed = [
+            key
+            for key in self._stored
+            if key[0] == purged.repository
+            and (purged.projects is None or key[1] in purged.projects)
+        ]
+        for key in doomed:
+            del self._stored[key]
+
     async def find(self, repository: str, project: str, filename: str) -> StoredFile | PendingFile:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
         valid_project = names.is_valid_name(project) and names.normalize(project) == project
@@ -155,6 +171,8 @@ class Files:
             return stored
         row = await self._row(repository, project, filename)
         if row.stored_key is None:
+            if self._offline:
+                raise FileNotFound(repository, project, filename)
             return PendingFile(row)
         stored = _stored_file(row)
         self._remember(cache_key, stored)
@@ -193,12 +211,16 @@ class Files:
             self._downloads[pending.row.id] = download
             # The task belongs to no client: it runs to the end whoever disconnects.
             download.task = asyncio.create_task(self._run(repository, download))
-            download.task.add_done_callback(lambda _: self._downloads.pop(pending.row.id, None))
+            download.task.add_done_callback(lambda _: self._forget(download))
         await download.started.wait()
         if download.state is _State.FAILED:
             assert download.error is not None
             raise download.error
         return download.expected_size, self._read(download)
+
+    def _forget(self, download: _Download) -> None:
+        if self._downloads.get(download.row.id) is download:
+            del self._downloads[download.row.id]
 
     async def _run(self, repository: str, download: _Download) -> None:
         lock_key = f"file:{download.row.id}"
@@ -212,8 +234,11 @@ class Files:
                 finally:
                     await locks.release(connection, lock_key)
         except BaseException as exc:
+            # The clients hear of the failure only now, with the download forgotten and its
+            # lock free: a client retrying at once starts a new download, never joins this one.
+            self._forget(download)
             if download.state is not _State.FAILED:
-                download.fail(exc)
+                download.fail(download.error or exc)
             if not isinstance(exc, Exception):
                 raise
             if not isinstance(exc, UpstreamError):
@@ -240,7 +265,7 @@ class Files:
         try:
             await self._fetch(connection, repository, download, spool)
         except BaseException as exc:
-            download.fail(exc)
+            download.error = exc  # announced by `_run`, once the lock is released
             spool.unlink(missing_ok=True)
             await asyncio.shield(
                 files_queries.set_download_state(connection, download.row.id, "failed")
@@ -389,6 +414,8 @@ class Files:
         body = await files_queries.get_metadata(self._pool, row.id)
         if body is not None:
             return body
+        if self._offline:
+            raise FileNotFound(repository, project, filename + METADATA_SUFFIX)
         return await self._metadata.run(row.id, lambda: self._fetch_metadata(repository, row))
 
     async def _fetch_metadata(self, repository: str, row: FileRow) -> bytes:
@@ -414,6 +441,18 @@ class Files:
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+
+async def purge_stored(
+    db: Executor, storage: Storage, repository: str, names: list[str] | None
+) -> int:
+    """Delete the stored files of some projects (all when `names` is None).
+
+    The rows let go first, so no worker starts serving an object being deleted."""
+    keys = await files_queries.clear_stored(db, repository, names)
+    for key in keys:
+        await storage.delete(key)
+    return len(keys)
 
 
 def _stored_file(row: FileRow) -> StoredFile:

@@ -136,3 +136,32 @@ def _quality(offer: str, ranges: list[tuple[str, str, float]]) -> float:
             # The same range listed twice is ambiguous; be lenient and take the higher q.
             q = max(q, range_q)
     return q
+
+
+# Content codings we can send, best first on equal q: zstd is smaller and faster to
+# decode than gzip (uv asks for it; pip asks for gzip).
+_CODINGS = ("zstd", "gzip")
+
+
+@functools.lru_cache(maxsize=256)
+def choose_encoding(accept_encoding: str | None) -> str | None:
+    """The content coding to compress with, or None for the identity (RFC 9110 §12.5.3)."""
+    if not accept_encoding or len(accept_encoding) > _MAX_CACHED_LENGTH:
+        return None
+    weights: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        coding, *params = item.split(";")
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                value = value.strip()
+                q = float(value) if _QVALUE.fullmatch(value) else 0.0
+        weights[coding.strip().lower()] = q
+    wildcard = weights.get("*", 0.0)
+    best, best_q = None, 0.0
+    for coding in _CODINGS:
+        q = weights.get(coding, wildcard)
+        if q > best_q:
+            best, best_q = coding, q
+    return best

@@ -1,7 +1,9 @@
 """Index pages use case: project pages and project lists, pulled through and stored.
 
 Freshness policy, in the order a request meets it:
-1. This worker holds a rendering younger than the TTL: serve it; nothing else is touched.
+1. This worker holds a snapshot younger than the TTL: serve it; nothing else is touched.
+   Just past the TTL (stale-while-revalidate), serve it too and revalidate in the
+   background. A client's no-cache / max-age=0 skips both shortcuts.
 2. Otherwise, in one coalesced task per page (Coalescer), read the page's state row:
    if another worker or replica refreshed it within the TTL, serve the stored rows (re-using
    this worker's rendering when the revision has not moved).
@@ -10,21 +12,24 @@ Freshness policy, in the order a request meets it:
    us may have refreshed it), then send one conditional request.
    - 304, or a 200 with the same content: only the freshness moves (revision unchanged,
      so every rendering and ETag stays valid);
+   - 200 with an older serial than ours (a stale CDN edge): ignored, ours is kept;
    - 200 with new content: the rows are replaced in one transaction and the revision bumps;
-   - 404: remembered as not found for the negative TTL;
-   - any failure while a copy is stored: that copy is served (stale-if-error) and the
-     upstream is asked again after a short pause; with nothing stored the error goes up.
+   - 404: remembered as not found for the negative TTL, but a page we hold is only
+     given up after `gone-after-404s` consecutive 404s (until then it is served stale);
+   - any failure while a copy is stored, within the stale-if-error window: that copy is
+     served, marked stale, and the upstream is asked again after a short pause; with
+     nothing (usable) stored the error goes up.
+Offline, step 3 never happens: what is stored is served, the rest is not found.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import asyncpg
@@ -33,10 +38,18 @@ from asyncpg.pool import PoolConnectionProxy
 
 from mypypi2 import render
 from mypypi2.config import RepositoryConfig
-from mypypi2.errors import ProjectNotFound, RepositoryNotFound, UpstreamError, UpstreamNotFound
+from mypypi2.errors import (
+    NotStored,
+    ProjectNotFound,
+    RepositoryNotFound,
+    UpstreamError,
+    UpstreamNotFound,
+)
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.negotiate import JSON_V1
 from mypypi2.queries import Executor, PageState, Validators, locks, project_lists, projects
+from mypypi2.queries.notifications import Purged
+from mypypi2.snapshot import Snapshot, SnapshotCache
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 
@@ -48,44 +61,13 @@ Clock = Callable[[], float]  # seconds since the epoch; tests pass their own
 ERROR_RETRY_SECONDS = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Representation:
-    body: bytes
-    etag: str
-
-
-@dataclass(eq=False, slots=True)
-class Snapshot:
-    """One stored page as this worker serves it; each representation is rendered once."""
-
-    found: bool
-    revision: int
-    fresh_until: float
-    changed_at: dt.datetime
-    last_serial: int | None
-    max_age: int
-    stale: bool
-    _render: Callable[[str], bytes]
-    _representations: dict[str, Representation] = field(default_factory=dict)
-
-    def representation(self, media_type: str) -> Representation:
-        found = self._representations.get(media_type)
-        if found is None:
-            body = self._render(media_type)
-            # Each media type is its own representation with its own validator (RFC 9110).
-            digest = hashlib.blake2b(media_type.encode() + body, digest_size=16).hexdigest()
-            found = Representation(body, f'"{digest}"')
-            self._representations[media_type] = found
-        return found
-
-
 class _Kind(Protocol[M]):
     """What differs between a project page and a project list; the policy is shared."""
 
     key: tuple[str, str]
     lock_key: str
     ttl: float
-    negative_ttl: float
+    repository: RepositoryConfig
 
     async def state(self, db: Executor) -> PageState | None: ...
     async def load(self, db: Executor) -> M | None: ...
@@ -94,6 +76,7 @@ class _Kind(Protocol[M]):
         self, db: Executor, model: M, validators: Validators, content_hash: bytes, now: dt.datetime
     ) -> None: ...
     async def save_not_found(self, db: Executor, now: dt.datetime) -> None: ...
+    async def count_missing(self, db: Executor) -> int: ...
     async def mark_checked(
         self, db: Executor, validators: Validators, now: dt.datetime
     ) -> None: ...
@@ -105,7 +88,7 @@ class _ProjectPageKind:
         self.key = (repository.name, name)
         self.lock_key = f"page:{repository.name}/{name}"
         self.ttl = repository.ttl
-        self.negative_ttl = repository.negative_ttl
+        self.repository = repository
         self._repository = repository.name
         self._name = name
         self._client = pages.client(repository.name)
@@ -133,6 +116,9 @@ class _ProjectPageKind:
     async def save_not_found(self, db: Executor, now: dt.datetime) -> None:
         await projects.save_not_found(db, self._repository, self._name, now)
 
+    async def count_missing(self, db: Executor) -> int:
+        return await projects.count_missing(db, self._repository, self._name)
+
     async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
         await projects.mark_checked(db, self._repository, self._name, validators, now)
 
@@ -150,7 +136,7 @@ class _ProjectListKind:
         self.key = (repository.name, "")
         self.lock_key = f"list:{repository.name}"
         self.ttl = repository.list_ttl
-        self.negative_ttl = repository.negative_ttl
+        self.repository = repository
         self._repository = repository.name
         self._client = pages.client(repository.name)
         self._projects_prefix = f"{pages.base_url}/{repository.name}/simple/"
@@ -178,6 +164,10 @@ class _ProjectListKind:
         # An upstream without a project list is not a state we keep: the 404 goes through.
         raise UpstreamNotFound(self._repository)
 
+    async def count_missing(self, db: Executor) -> int:
+        # The list of an index that answered once does not vanish: treat a 404 as an error.
+        return 0
+
     async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
         await project_lists.mark_checked(db, self._repository, validators, now)
 
@@ -190,26 +180,6 @@ class _ProjectListKind:
         return render_as
 
 
-class _SnapshotCache:
-    """Least-recently-used renderings of this worker; never the truth, only a shortcut."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], Snapshot] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> Snapshot | None:
-        snapshot = self._entries.get(key)
-        if snapshot is not None:
-            self._entries.move_to_end(key)
-        return snapshot
-
-    def put(self, key: tuple[str, str], snapshot: Snapshot) -> None:
-        self._entries[key] = snapshot
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-
 class Pages:
     def __init__(
         self,
@@ -219,15 +189,28 @@ class Pages:
         *,
         base_url: str = "",
         cache_entries: int = 4096,
+        offline: bool = False,
         clock: Clock = time.time,
     ) -> None:
         self._pool = pool
         self._repositories = repositories
         self._clients = clients
         self.base_url = base_url.rstrip("/")
-        self._cache = _SnapshotCache(cache_entries)
+        self.cache = SnapshotCache(cache_entries)
         self._coalescer: Coalescer[tuple[str, str], Snapshot] = Coalescer()
+        self._background: set[asyncio.Task[Snapshot]] = set()
+        self._offline = offline
         self._clock = clock
+
+    async def close(self) -> None:
+        """Stop background revalidations (before the upstream sessions close)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def forget(self, purged: Purged) -> None:
+        """Another process purged pages: drop this worker's snapshots of them."""
+        self.cache.drop(purged.repository, purged.projects)
 
     def client(self, repository: str) -> UpstreamClient:
         return self._clients[repository]
@@ -238,46 +221,80 @@ class Pages:
             raise RepositoryNotFound(name)
         return repository
 
-    async def project(self, repository: str, name: str) -> Snapshot:
-        """The page of normalized project `name`; ProjectNotFound when the upstream has none."""
+    async def project(self, repository: str, name: str, *, revalidate: bool = False) -> Snapshot:
+        """The page of normalized project `name`; ProjectNotFound when the upstream has none.
+
+        `revalidate`: the client asked for a revalidated answer (no-cache / max-age=0).
+        """
         kind = _ProjectPageKind(self, self._repository(repository), name)
-        snapshot = await self._serve(kind)
+        snapshot = await self._serve(kind, revalidate)
         if not snapshot.found:
             raise ProjectNotFound(repository, name)
         return snapshot
 
+    async def project_list(self, repository: str, *, revalidate: bool = False) -> Snapshot:
+        return await self._serve(_ProjectListKind(self, self._repository(repository)), revalidate)
+
     async def ping_database(self) -> None:
         await self._pool.fetchval("SELECT 1")
 
-    async def project_list(self, repository: str) -> Snapshot:
-        return await self._serve(_ProjectListKind(self, self._repository(repository)))
+    async def _serve(self, kind: _Kind[M], revalidate: bool) -> Snapshot:
+        cached = self.cache.get(kind.key)
+        if cached is not None and not self._forced(kind, cached.checked_at, revalidate):
+            now = self._clock()
+            if now < cached.fresh_until:
+                return cached
+            window = kind.repository.stale_while_revalidate
+            if cached.found and not cached.stale and now < cached.fresh_until + window:
+                self._revalidate_in_background(kind)
+                return cached
+        return await self._coalescer.run(kind.key, lambda: self._resolve(kind, revalidate))
 
-    async def _serve(self, kind: _Kind[M]) -> Snapshot:
-        cached = self._cache.get(kind.key)
-        if cached is not None and self._clock() < cached.fresh_until:
-            return cached
-        return await self._coalescer.run(kind.key, lambda: self._resolve(kind))
+    def _revalidate_in_background(self, kind: _Kind[M]) -> None:
+        task = asyncio.ensure_future(
+            self._coalescer.run(kind.key, lambda: self._resolve(kind, False))
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
 
-    async def _resolve(self, kind: _Kind[M]) -> Snapshot:
+    def _background_done(self, task: asyncio.Task[Snapshot]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background revalidation failed: %s", task.exception())
+
+    def _forced(self, kind: _Kind[M], checked_at: float, revalidate: bool) -> bool:
+        """Whether a client's no-cache obliges us to ask the upstream now."""
+        after = kind.repository.no_cache_revalidate_after
+        if not revalidate or after < 0 or self._offline:
+            return False
+        return self._clock() >= checked_at + after
+
+    async def _resolve(self, kind: _Kind[M], revalidate: bool) -> Snapshot:
         stale = False
         async with self._pool.acquire() as connection:
             state = await kind.state(connection)
-            if not self._is_fresh(kind, state):
+            if self._offline:
+                if state is None:
+                    raise NotStored(*kind.key)
+            elif not self._is_fresh(kind, state, revalidate):
                 async with locks.held(connection, kind.lock_key):
                     # Whoever held the lock before us may have just refreshed the page.
                     state = await kind.state(connection)
-                    if not self._is_fresh(kind, state):
+                    if not self._is_fresh(kind, state, revalidate):
                         state, stale = await self._refresh(connection, kind, state)
             assert state is not None
             snapshot = await self._snapshot(connection, kind, state, stale)
-        self._cache.put(kind.key, snapshot)
+        self.cache.put(kind.key, snapshot)
         return snapshot
 
-    def _is_fresh(self, kind: _Kind[M], state: PageState | None) -> bool:
+    def _is_fresh(self, kind: _Kind[M], state: PageState | None, revalidate: bool) -> bool:
         if state is None:
             return False
-        ttl = kind.ttl if state.found else kind.negative_ttl
-        return self._clock() < state.checked_at.timestamp() + ttl
+        checked_at = state.checked_at.timestamp()
+        if self._forced(kind, checked_at, revalidate):
+            return False
+        ttl = kind.ttl if state.found else kind.repository.negative_ttl
+        return self._clock() < checked_at + ttl
 
     async def _refresh(
         self,
@@ -287,18 +304,23 @@ class Pages:
     ) -> tuple[PageState, bool]:
         """Ask the upstream once; returns the new state and whether it is a stale copy."""
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+        held = state if state is not None and state.found else None
         known = None
-        if state is not None and state.found:
-            known = Validators(state.etag, state.last_modified, state.last_serial)
+        if held is not None:
+            known = Validators(held.etag, held.last_modified, held.last_serial)
         try:
             result = await kind.fetch(known)
-        except UpstreamNotFound:
+        except UpstreamNotFound as exc:
+            gone_after = kind.repository.gone_after_404s
+            if held is not None and await kind.count_missing(connection) < gone_after:
+                log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
+                return held, True
             await kind.save_not_found(connection, now)
         except UpstreamError as exc:
-            if state is None or not state.found:
+            if held is None or not self._may_serve_stale(kind, held):
                 raise
             log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
-            return state, True
+            return held, True
         else:
             if isinstance(result, NotModified):
                 await kind.mark_checked(connection, result.validators, now)
@@ -312,7 +334,7 @@ class Pages:
                     result.model, last_serial=result.validators.last_serial
                 )
                 content_hash = _content_hash(model)
-                if state is not None and state.found and state.content_hash == content_hash:
+                if held is not None and held.content_hash == content_hash:
                     await kind.mark_checked(connection, result.validators, now)
                 else:
                     async with connection.transaction():
@@ -321,6 +343,12 @@ class Pages:
         assert refreshed is not None
         return refreshed, False
 
+    def _may_serve_stale(self, kind: _Kind[M], state: PageState) -> bool:
+        window = kind.repository.stale_if_error
+        if window == "forever":
+            return True
+        return self._clock() < state.checked_at.timestamp() + kind.ttl + window
+
     async def _snapshot(
         self,
         connection: PoolConnectionProxy[asyncpg.Record],
@@ -328,13 +356,17 @@ class Pages:
         state: PageState,
         stale: bool,
     ) -> Snapshot:
-        ttl = kind.ttl if state.found else kind.negative_ttl
-        fresh_until = state.checked_at.timestamp() + ttl
+        checked_at = state.checked_at.timestamp()
+        ttl = kind.ttl if state.found else kind.repository.negative_ttl
+        fresh_until = checked_at + ttl
         if stale:
             fresh_until = self._clock() + min(ttl, ERROR_RETRY_SECONDS)
-        current = self._cache.get(kind.key)
+        elif self._offline:
+            fresh_until = max(fresh_until, self._clock() + ttl)
+        current = self.cache.get(kind.key)
         if current is not None and current.revision == state.revision:
             current.fresh_until = fresh_until
+            current.checked_at = checked_at
             current.stale = stale
             return current
         render_as: Callable[[str], bytes] = _render_nothing
@@ -342,16 +374,27 @@ class Pages:
             model = await kind.load(connection)
             assert model is not None
             render_as = kind.renderer(model)
+        client_max_age = kind.repository.client_max_age
         return Snapshot(
             found=state.found,
             revision=state.revision,
+            checked_at=checked_at,
             fresh_until=fresh_until,
             changed_at=state.changed_at,
             last_serial=state.last_serial,
-            max_age=int(kind.ttl),
+            max_age=int(kind.ttl) if client_max_age is None else client_max_age,
             stale=stale,
             _render=render_as,
         )
+
+
+async def purge(db: Executor, repository: str, names: list[str] | None) -> int:
+    """Mark pages stale (all of the repository's, its list too, when `names` is None), so
+    the next request fetches them from the upstream again; returns how many pages."""
+    count = await projects.mark_stale(db, repository, names)
+    if names is None:
+        await project_lists.mark_stale(db, repository)
+    return count
 
 
 def _older(received: Validators, known: Validators) -> bool:

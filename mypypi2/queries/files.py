@@ -57,6 +57,24 @@ UPDATE projects SET revision = revision + 1, changed_at = $5
 WHERE id = (SELECT project_id FROM stored)
 """
 
+# A purge: the rows forget their stored objects (returned, for the caller to delete).
+CLEAR_STORED = """
+WITH doomed AS (
+    SELECT f.id, f.stored_key
+    FROM files f
+    JOIN projects p ON p.id = f.project_id
+    WHERE p.repository = $1 AND ($2::text[] IS NULL OR p.name = ANY($2::text[]))
+      AND (f.stored_key IS NOT NULL OR f.metadata_body IS NOT NULL)
+    FOR UPDATE OF f
+)
+UPDATE files
+SET stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL,
+    metadata_body = NULL
+FROM doomed
+WHERE files.id = doomed.id
+RETURNING doomed.stored_key
+"""
+
 SELECT_METADATA = "SELECT metadata_body FROM files WHERE id = $1"
 
 UPDATE_METADATA = "UPDATE files SET metadata_body = $2 WHERE id = $1"
@@ -113,3 +131,9 @@ async def set_download_state(db: Executor, file_id: int, state: str) -> None:
 async def get_download(db: Executor, file_id: int) -> DownloadRow | None:
     row = await db.fetchrow(SELECT_DOWNLOAD, file_id)
     return DownloadRow(**row) if row is not None else None
+
+
+async def clear_stored(db: Executor, repository: str, names: list[str] | None) -> list[str]:
+    """Forget the stored files of some projects (all when `names` is None); their keys."""
+    rows = await db.fetch(CLEAR_STORED, repository, names)
+    return [row["stored_key"] for row in rows if row["stored_key"] is not None]

@@ -27,6 +27,11 @@ SET names = $2, last_serial = $3, etag = $4, last_modified = $5, content_hash = 
     changed_at = $7, checked_at = $7, revision = l.revision + 1
 """
 
+MARK_STALE = """
+UPDATE project_lists SET checked_at = 'epoch', etag = NULL, last_modified = NULL
+WHERE repository = $1
+"""
+
 UPDATE_CHECKED = """
 UPDATE project_lists SET checked_at = $2, etag = $3, last_modified = $4,
                          last_serial = COALESCE($5, last_serial)
@@ -77,3 +82,7 @@ async def mark_checked(
         validators.last_modified,
         validators.last_serial,
     )
+
+
+async def mark_stale(db: Executor, repository: str) -> None:
+    await db.execute(MARK_STALE, repository)

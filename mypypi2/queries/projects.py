@@ -36,7 +36,7 @@ VALUES ($1, $2, true, $3, $4, $5, $6, $7, $8, $9, $10, $10)
 ON CONFLICT (repository, name) DO UPDATE
 SET found = true, status = $3, status_reason = $4, versions = $5, last_serial = $6,
     etag = $7, last_modified = $8, content_hash = $9, changed_at = $10, checked_at = $10,
-    revision = p.revision + 1
+    missing_count = 0, revision = p.revision + 1
 RETURNING id
 """
 
@@ -70,14 +70,27 @@ INSERT INTO projects AS p (repository, name, found, changed_at, checked_at)
 VALUES ($1, $2, false, $3, $3)
 ON CONFLICT (repository, name) DO UPDATE
 SET found = false, changed_at = $3, checked_at = $3, etag = NULL, last_modified = NULL,
-    content_hash = NULL, revision = p.revision + 1
+    content_hash = NULL, missing_count = 0, revision = p.revision + 1
 """
 
 # The upstream confirmed what we hold: only freshness and validators move.
 UPDATE_CHECKED = """
 UPDATE projects SET checked_at = $3, etag = $4, last_modified = $5,
-                    last_serial = COALESCE($6, last_serial)
+                    last_serial = COALESCE($6, last_serial), missing_count = 0
 WHERE repository = $1 AND name = $2
+"""
+
+# A purge: the next request asks the upstream again, unconditionally (no validators).
+MARK_STALE = """
+UPDATE projects SET checked_at = 'epoch', etag = NULL, last_modified = NULL
+WHERE repository = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]))
+"""
+
+# One more upstream 404 for a page we hold; the caller decides when enough is enough.
+INCREMENT_MISSING = """
+UPDATE projects SET missing_count = missing_count + 1
+WHERE repository = $1 AND name = $2
+RETURNING missing_count
 """
 
 
@@ -173,3 +186,15 @@ async def mark_checked(
         validators.last_modified,
         validators.last_serial,
     )
+
+
+async def count_missing(db: Executor, repository: str, name: str) -> int:
+    """Record one more upstream 404 for the project; returns how many in a row."""
+    count: int = await db.fetchval(INCREMENT_MISSING, repository, name)
+    return count
+
+
+async def mark_stale(db: Executor, repository: str, names: list[str] | None) -> int:
+    """Purge pages (all of the repository's when `names` is None); returns how many."""
+    status: str = await db.execute(MARK_STALE, repository, names)
+    return int(status.split()[-1])

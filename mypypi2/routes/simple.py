@@ -11,9 +11,9 @@ from starlette.routing import Route
 
 from mypypi2 import names
 from mypypi2.errors import ProjectNotFound
-from mypypi2.negotiate import HTML_V1, JSON_V1, negotiate
-from mypypi2.pages import Pages, Snapshot
-from mypypi2.routes.conditional import etag_matches
+from mypypi2.negotiate import HTML_V1, JSON_V1, choose_encoding, negotiate
+from mypypi2.pages import Pages
+from mypypi2.snapshot import Snapshot
 
 
 async def project_list(request: Request) -> Response:
@@ -46,8 +46,10 @@ async def add_slash(request: Request) -> Response:
 
 async def _project_list(request: Request, forced: str | None) -> Response:
     media_type = forced or _negotiate(request)
-    snapshot = await _pages(request).project_list(request.path_params["repo"])
-    return _page_response(request, snapshot, media_type)
+    pages = _pages(request)
+    repository = request.path_params["repo"]
+    snapshot = await pages.project_list(repository, revalidate=_wants_revalidation(request))
+    return await _page_response(request, snapshot, media_type)
 
 
 async def _project_page(request: Request, forced: str | None) -> Response:
@@ -61,8 +63,9 @@ async def _project_page(request: Request, forced: str | None) -> Response:
         prefix = request.url.path[: -len(requested) - 1]
         return _redirect(request, f"{prefix}{name}/", 301)
     media_type = forced or _negotiate(request)
-    snapshot = await _pages(request).project(repository, name)
-    return _page_response(request, snapshot, media_type)
+    revalidate = _wants_revalidation(request)
+    snapshot = await _pages(request).project(repository, name, revalidate=revalidate)
+    return await _page_response(request, snapshot, media_type)
 
 
 def _pages(request: Request) -> Pages:
@@ -90,24 +93,40 @@ def _redirect(request: Request, path: str, status: int) -> Response:
     return RedirectResponse(location, status_code=status)
 
 
-def _page_response(request: Request, snapshot: Snapshot, media_type: str) -> Response:
+def _wants_revalidation(request: Request) -> bool:
+    """`Cache-Control: no-cache` or `max-age=0` (pip on every page, uv with --refresh)."""
+    header = request.headers.get("cache-control")
+    if not header:
+        return False
+    directives = {d.strip().lower().replace(" ", "") for d in header.split(",")}
+    return "no-cache" in directives or "max-age=0" in directives
+
+
+async def _page_response(request: Request, snapshot: Snapshot, media_type: str) -> Response:
     representation = snapshot.representation(media_type)
+    encoding = None
+    if representation.worth_compressing():
+        encoding = choose_encoding(request.headers.get("accept-encoding"))
     headers = {
-        "ETag": representation.etag,
-        "Vary": "Accept",
+        "ETag": representation.etag_for(encoding),
+        # Compressed or not, every page answer depends on Accept-Encoding too.
+        "Vary": "Accept, Accept-Encoding",
         "Cache-Control": f"max-age={snapshot.max_age}, public",
         "Last-Modified": format_datetime(snapshot.changed_at, usegmt=True),
     }
     if snapshot.last_serial is not None:
         headers["X-PyPI-Last-Serial"] = str(snapshot.last_serial)
     if snapshot.stale:
-        # RFC 9111 section 5.5 is gone; a plain header says the upstream could not confirm it.
+        # RFC 9111 dropped the Warning header; a plain one says the upstream could not
+        # confirm this copy.
         headers["X-Mypypi2-Stale"] = "upstream-unavailable"
-    if etag_matches(request, representation.etag):
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and representation.matches(if_none_match):
         return Response(status_code=304, headers=headers)
-    content_type = media_type + ("; charset=utf-8" if media_type != JSON_V1 else "")
-    headers["Content-Type"] = content_type
-    return Response(representation.body, headers=headers)
+    headers["Content-Type"] = media_type + ("; charset=utf-8" if media_type != JSON_V1 else "")
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    return Response(await representation.encoded(encoding), headers=headers)
 
 
 # PEP 691 path variants (`v1+json/`, `v1+html/`) force a format whatever Accept says; no

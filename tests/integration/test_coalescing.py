@@ -160,7 +160,7 @@ async def test_concurrent_revalidation_after_ttl_is_one_conditional_request(
 ) -> None:
     upstream.add(UpstreamProject("demo", FILES))
     clock = Clock()
-    cache = await start_cache(repository("pypi", upstream, ttl=60, list_ttl=60), clock=clock)
+    cache = await start_cache(repository("pypi", upstream, ttl=60, list_ttl=60, stale_while_revalidate=0), clock=clock)
     url = f"{cache.url}/pypi/simple/{url_path}"
     status, etag, body = await get(http, url)
     assert status == 200

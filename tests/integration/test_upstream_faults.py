@@ -469,7 +469,7 @@ async def test_stale_page_is_served_when_upstream_fails_then_replaced(
 ) -> None:
     clock = Clock()
     project = upstream.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", upstream, ttl=60, read_timeout=0.3), clock=clock)
+    cache = await start_cache(repository("pypi", upstream, ttl=60, read_timeout=0.3, stale_while_revalidate=0), clock=clock)
     url = f"{cache.url}/pypi/simple/demo/"
     fresh = await get(http, url)
     assert_good_page(fresh)
@@ -521,7 +521,7 @@ async def test_stale_project_list_is_served_when_upstream_fails(
 ) -> None:
     clock = Clock()
     upstream.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", upstream, list_ttl=60), clock=clock)
+    cache = await start_cache(repository("pypi", upstream, list_ttl=60, stale_while_revalidate=0), clock=clock)
     url = f"{cache.url}/pypi/simple/"
     fresh = await get(http, url)
     assert fresh.status == 200
@@ -540,7 +540,7 @@ async def test_stale_page_with_ttl_zero_is_served_when_upstream_fails(
     start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession
 ) -> None:
     upstream.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", upstream, ttl=0))
+    cache = await start_cache(repository("pypi", upstream, ttl=0, stale_while_revalidate=0))
     url = f"{cache.url}/pypi/simple/demo/"
     fresh = await get(http, url)
     assert_good_page(fresh)
@@ -558,7 +558,7 @@ async def test_ttl_zero_page_follows_upstream_changes(
     start_cache: StartCache, upstream: LocalUpstream, database: str, http: aiohttp.ClientSession
 ) -> None:
     project = upstream.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", upstream, ttl=0))
+    cache = await start_cache(repository("pypi", upstream, ttl=0, stale_while_revalidate=0))
     url = f"{cache.url}/pypi/simple/demo/"
     assert_good_page(await get(http, url))
     before, _ = await stored_project(database)
@@ -579,7 +579,7 @@ async def test_answer_with_lower_serial_does_not_replace_the_stored_page(
 ) -> None:
     clock = Clock()
     project = upstream.add(UpstreamProject("demo", [GOOD, NEW], serial=5))
-    cache = await start_cache(repository("pypi", upstream, ttl=60), clock=clock)
+    cache = await start_cache(repository("pypi", upstream, ttl=60, stale_while_revalidate=0), clock=clock)
     url = f"{cache.url}/pypi/simple/demo/"
     newer = await get(http, url)
     assert newer.headers["X-PyPI-Last-Serial"] == "5"
