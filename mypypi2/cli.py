@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "environment overrides are applied.",
     )
     show.add_argument("--show", action="store_true", help="print it (the default action)")
+    show.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print passwords, secret keys and upstream headers instead of <redacted>",
+    )
     return parser
 
 
@@ -86,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _load_config(args.config)
         if args.command == "config":
-            sys.stdout.write(config_module.to_toml(config))
+            sys.stdout.write(config_module.to_toml(config, redact=not args.show_secrets))
             return 0
         if args.command == "migrate":
             applied = db.migrate(_database(config))

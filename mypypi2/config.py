@@ -368,9 +368,22 @@ def _pip_config_value(key: str, environ: Mapping[str, str]) -> str | None:
     return found
 
 
-def to_toml(config: Config) -> str:
-    """The resolved configuration as TOML (for `mypypi2 config --show`)."""
-    return tomli_w.dumps(_without_none(msgspec.to_builtins(config)))
+REDACTED = "<redacted>"
+
+
+def to_toml(config: Config, *, redact: bool) -> str:
+    """The resolved configuration as TOML (for `mypypi2 config --show`).
+
+    `redact` replaces passwords, secret keys and extra upstream headers (tokens, mostly)."""
+    settings = msgspec.to_builtins(config)
+    if redact:
+        if settings["storage"].get("secret-access-key") is not None:
+            settings["storage"]["secret-access-key"] = REDACTED
+        for repository in settings["repositories"]:
+            if repository.get("password") is not None:
+                repository["password"] = REDACTED
+            repository["headers"] = {name: REDACTED for name in repository.get("headers", {})}
+    return tomli_w.dumps(_without_none(settings))
 
 
 def _without_none(value: Any) -> Any:

@@ -122,7 +122,12 @@ async def test_config_show_prints_the_resolved_settings(tmp_path: Path) -> None:
     path = write_config(tmp_path, settings)
     environ = clean_environ(MYPYPI2_REPOSITORIES__PRIVATE__PASSWORD="from-env")
 
-    shown = await mypypi2("config", "--show", cwd=tmp_path, environ=environ)
+    redacted = await mypypi2("config", "--show", cwd=tmp_path, environ=environ)
+    assert redacted.returncode == 0, redacted.stderr
+    assert "from-env" not in redacted.stdout
+    assert "abc" not in redacted.stdout
+
+    shown = await mypypi2("config", "--show", "--show-secrets", cwd=tmp_path, environ=environ)
 
     assert shown.returncode == 0, shown.stderr
     printed = msgspec.convert(tomllib.loads(shown.stdout), Config)

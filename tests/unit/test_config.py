@@ -460,7 +460,7 @@ def test_pips_default_index(tmp_path: Path) -> None:
     "original", [FULL_CONFIG, Config(repositories=(RepositoryConfig("pypi", UPSTREAM),))]
 )
 def test_to_toml_round_trips(original: Config) -> None:
-    text = config.to_toml(original)
+    text = config.to_toml(original, redact=False)
 
     assert msgspec.convert(tomllib.loads(text), Config) == original
 
@@ -520,3 +520,17 @@ def test_commented_out_examples_are_valid() -> None:
     loaded = msgspec.convert(settings, Config)
 
     assert msgspec.to_builtins(loaded) == settings
+
+
+def test_to_toml_redacts_secrets_unless_asked() -> None:
+    secret = Config(
+        repositories=(
+            RepositoryConfig(
+                "private", UPSTREAM, username="u", password="p4ss", headers={"X": "t0k"}
+            ),
+        )
+    )
+    redacted = config.to_toml(secret, redact=True)
+    assert "p4ss" not in redacted and "t0k" not in redacted
+    assert tomllib.loads(redacted)["repositories"][0]["password"] == config.REDACTED
+    assert "p4ss" in config.to_toml(secret, redact=False)
