@@ -211,14 +211,14 @@ class Files:
             self._downloads[pending.row.id] = download
             # The task belongs to no client: it runs to the end whoever disconnects.
             download.task = asyncio.create_task(self._run(repository, download))
-            download.task.add_done_callback(lambda _: self._forget(download))
+            download.task.add_done_callback(lambda _: self._drop_download(download))
         await download.started.wait()
         if download.state is _State.FAILED:
             assert download.error is not None
             raise download.error
         return download.expected_size, self._read(download)
 
-    def _forget(self, download: _Download) -> None:
+    def _drop_download(self, download: _Download) -> None:
         if self._downloads.get(download.row.id) is download:
             del self._downloads[download.row.id]
 
@@ -236,7 +236,7 @@ class Files:
         except BaseException as exc:
             # The clients hear of the failure only now, with the download forgotten and its
             # lock free: a client retrying at once starts a new download, never joins this one.
-            self._forget(download)
+            self._drop_download(download)
             if download.state is not _State.FAILED:
                 download.fail(download.error or exc)
             if not isinstance(exc, Exception):

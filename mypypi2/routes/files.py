@@ -38,7 +38,8 @@ async def _stored(request: Request, files: Files, stored: StoredFile) -> Respons
     if etag_matches(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     storage = files.storage
-    redirect = await storage.redirect(stored.key)
+    # A presigned URL is signed for one method (GET): HEAD is answered here, from the row.
+    redirect = None if request.method == "HEAD" else await storage.redirect(stored.key)
     if redirect is not None:
         return RedirectResponse(redirect.url, status_code=redirect.status, headers=headers)
     path = storage.local_path(stored.key)
