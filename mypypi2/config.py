@@ -57,9 +57,9 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     # Consecutive upstream 404s before a project we hold is treated as gone; one flaky
     # answer never deletes a page.
     gone_after_404s: int = 3
-    # Client `Cache-Control: no-cache` / `max-age=0` (pip always, uv --refresh) makes us
-    # revalidate with the upstream when the page was confirmed longer ago than this many
-    # seconds (0: every time; -1: never, the TTL alone decides).
+    # Client `Cache-Control: no-cache` / `max-age=0` (older pips on every page, uv
+    # --refresh) makes us revalidate with the upstream when the page was confirmed longer
+    # ago than this many seconds (0: every time; -1: never, the TTL alone decides).
     no_cache_revalidate_after: float = 5.0
     # Cache-Control max-age sent to clients for pages; unset: the TTL.
     client_max_age: int | None = None

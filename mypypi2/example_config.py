@@ -101,7 +101,7 @@ COMMENTS: dict[str, str] = {
     "repositories.gone-after-404s": "Consecutive upstream 404s before a stored project is "
     "treated as gone (one flaky answer never deletes a page).",
     "repositories.no-cache-revalidate-after": "A client's Cache-Control no-cache / max-age=0 "
-    "(pip sends it on every page, uv with --refresh) revalidates the page with the upstream "
+    "(older pips send it on every page, uv with --refresh) revalidates the page with the upstream "
     "when it was confirmed longer ago than this many seconds; 0: every time; -1: never.",
     "repositories.client-max-age": "Cache-Control max-age (seconds) sent to clients with "
     "pages; unset: the TTL.",

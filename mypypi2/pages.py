@@ -291,7 +291,7 @@ class Pages:
         if state is None:
             return False
         checked_at = state.checked_at.timestamp()
-        if self._forced(kind, checked_at, revalidate):
+        if state.purged or self._forced(kind, checked_at, revalidate):
             return False
         ttl = kind.ttl if state.found else kind.repository.negative_ttl
         return self._clock() < checked_at + ttl
@@ -360,7 +360,11 @@ class Pages:
         ttl = kind.ttl if state.found else kind.repository.negative_ttl
         fresh_until = checked_at + ttl
         if stale:
+            # Ask again soon, and never past the end of the stale-if-error window.
             fresh_until = self._clock() + min(ttl, ERROR_RETRY_SECONDS)
+            window = kind.repository.stale_if_error
+            if window != "forever":
+                fresh_until = min(fresh_until, checked_at + ttl + window)
         elif self._offline:
             fresh_until = max(fresh_until, self._clock() + ttl)
         current = self.cache.get(kind.key)

@@ -11,21 +11,25 @@ import asyncio
 import os
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from starlette.types import ASGIApp
 
 from mypypi2 import db, embedded
 from mypypi2.app import create_app
 from mypypi2.config import Config, RepositoryConfig, ServerConfig, StorageConfig
-from mypypi2.pages import Clock
-from tests.local_upstream import LocalUpstream
+from mypypi2.pages import Clock as ClockFunction
+from tests.clients import APP_WHEEL, LIB_OLD_SDIST, LIB_SDIST, LIB_WHEEL, TOOL_SDIST, ProxyTrap
+from tests.local_upstream import LocalUpstream, UpstreamProject
 
 _TEMPLATE = f"mypypi2_template_{os.getpid()}"
 
@@ -90,6 +94,26 @@ async def upstream() -> AsyncIterator[LocalUpstream]:
     await server.stop()
 
 
+class Clock:
+    """The cache's clock, moved by the test instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the tests; its default pool (100) keeps 50 requests in flight."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -100,11 +124,19 @@ def free_port() -> int:
 class RunningCache:
     """mypypi2 served by hypercorn on a loopback port, inside the test's event loop."""
 
-    def __init__(self, config: Config, dsn: str, clock: Clock | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dsn: str,
+        clock: ClockFunction | None,
+        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+    ) -> None:
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._app = create_app(config, dsn, **({"clock": clock} if clock else {}))
+        app: ASGIApp = create_app(config, dsn, **({"clock": clock} if clock else {}))
+        # `wrap` puts test middleware (a recorder, a spy) around the app.
+        self._app = wrap(app) if wrap is not None else app
         self._shutdown = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -150,17 +182,20 @@ async def start_cache(
 
     async def start(
         *repositories: RepositoryConfig,
-        clock: Clock | None = None,
+        clock: ClockFunction | None = None,
         base_url: str = "",
         storage: StorageConfig | None = None,
+        offline: bool = False,
+        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     ) -> RunningCache:
         config = Config(
             data_dir=str(tmp_path / "data"),
+            offline=offline,
             server=ServerConfig(base_url=base_url),
             storage=storage or StorageConfig(),
             repositories=repositories or (repository("pypi", upstream),),
         )
-        cache = RunningCache(config, database, clock)
+        cache = RunningCache(config, database, clock, wrap)
         await cache.start()
         running.append(cache)
         return cache
@@ -205,3 +240,21 @@ def s3_storage(s3_endpoint: str) -> StorageConfig:
         secret_access_key="test",
         addressing_style="path",
     )
+
+
+@pytest.fixture
+async def proxy_trap() -> AsyncIterator[ProxyTrap]:
+    """Where any client request that tries to leave loopback ends up (and is refused)."""
+    trap = ProxyTrap()
+    await trap.start()
+    yield trap
+    await trap.stop()
+
+
+@pytest.fixture
+def tree(upstream: LocalUpstream) -> None:
+    """The small dependency tree of tests/clients.py, on the local upstream."""
+    upstream.add(UpstreamProject("app", [APP_WHEEL]))
+    # One project from an HTML upstream: clients see the cache's rendering either way.
+    upstream.add(UpstreamProject("lib", [LIB_OLD_SDIST, LIB_WHEEL, LIB_SDIST], format="html"))
+    upstream.add(UpstreamProject("tool", [TOOL_SDIST]))

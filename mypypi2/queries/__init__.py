@@ -31,6 +31,7 @@ class PageState(msgspec.Struct, frozen=True):
     last_modified: str | None
     last_serial: int | None
     content_hash: bytes | None
+    purged: bool  # `mypypi2 purge` asked for a refetch
 
 
 class Validators(msgspec.Struct, frozen=True):

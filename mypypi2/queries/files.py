@@ -44,17 +44,17 @@ FROM files
 WHERE id = $1
 """
 
-# Storing a file tells the page its size (PEP 700) even when the upstream did not: the
-# revision bump makes every worker re-render it.
+# Storing a file tells the page its size (PEP 700) when the upstream did not: the revision
+# bump makes every worker re-render it. A page that had the size already is left alone.
 MARK_STORED = """
 WITH stored AS (
     UPDATE files
     SET stored_key = $2, stored_size = $3, stored_sha256 = $4, stored_at = $5
     WHERE id = $1
-    RETURNING project_id
+    RETURNING project_id, size
 )
 UPDATE projects SET revision = revision + 1, changed_at = $5
-WHERE id = (SELECT project_id FROM stored)
+WHERE id = (SELECT project_id FROM stored WHERE size IS NULL)
 """
 
 # A purge: the rows forget their stored objects (returned, for the caller to delete).

@@ -9,7 +9,7 @@ from mypypi2.queries import Executor, PageState, Validators
 
 SELECT_STATE = """
 SELECT true AS found, revision, changed_at, checked_at, etag, last_modified, last_serial,
-       content_hash
+       content_hash, purged
 FROM project_lists
 WHERE repository = $1
 """
@@ -24,17 +24,17 @@ INSERT INTO project_lists AS l (repository, names, last_serial, etag, last_modif
 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
 ON CONFLICT (repository) DO UPDATE
 SET names = $2, last_serial = $3, etag = $4, last_modified = $5, content_hash = $6,
-    changed_at = $7, checked_at = $7, revision = l.revision + 1
+    changed_at = $7, checked_at = $7, purged = false, revision = l.revision + 1
 """
 
 MARK_STALE = """
-UPDATE project_lists SET checked_at = 'epoch', etag = NULL, last_modified = NULL
+UPDATE project_lists SET purged = true, etag = NULL, last_modified = NULL
 WHERE repository = $1
 """
 
 UPDATE_CHECKED = """
 UPDATE project_lists SET checked_at = $2, etag = $3, last_modified = $4,
-                         last_serial = COALESCE($5, last_serial)
+                         last_serial = COALESCE($5, last_serial), purged = false
 WHERE repository = $1
 """
 

@@ -8,7 +8,8 @@ from mypypi2.models import FileEntry, ProjectPage
 from mypypi2.queries import Executor, PageState, Validators
 
 SELECT_STATE = """
-SELECT found, revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash
+SELECT found, revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash,
+       purged
 FROM projects
 WHERE repository = $1 AND name = $2
 """
@@ -36,7 +37,7 @@ VALUES ($1, $2, true, $3, $4, $5, $6, $7, $8, $9, $10, $10)
 ON CONFLICT (repository, name) DO UPDATE
 SET found = true, status = $3, status_reason = $4, versions = $5, last_serial = $6,
     etag = $7, last_modified = $8, content_hash = $9, changed_at = $10, checked_at = $10,
-    missing_count = 0, revision = p.revision + 1
+    missing_count = 0, purged = false, revision = p.revision + 1
 RETURNING id
 """
 
@@ -70,19 +71,20 @@ INSERT INTO projects AS p (repository, name, found, changed_at, checked_at)
 VALUES ($1, $2, false, $3, $3)
 ON CONFLICT (repository, name) DO UPDATE
 SET found = false, changed_at = $3, checked_at = $3, etag = NULL, last_modified = NULL,
-    content_hash = NULL, missing_count = 0, revision = p.revision + 1
+    content_hash = NULL, missing_count = 0, purged = false, revision = p.revision + 1
 """
 
 # The upstream confirmed what we hold: only freshness and validators move.
 UPDATE_CHECKED = """
 UPDATE projects SET checked_at = $3, etag = $4, last_modified = $5,
-                    last_serial = COALESCE($6, last_serial), missing_count = 0
+                    last_serial = COALESCE($6, last_serial), missing_count = 0,
+                    purged = false
 WHERE repository = $1 AND name = $2
 """
 
 # A purge: the next request asks the upstream again, unconditionally (no validators).
 MARK_STALE = """
-UPDATE projects SET checked_at = 'epoch', etag = NULL, last_modified = NULL
+UPDATE projects SET purged = true, etag = NULL, last_modified = NULL
 WHERE repository = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]))
 """
 

@@ -94,7 +94,7 @@ def _redirect(request: Request, path: str, status: int) -> Response:
 
 
 def _wants_revalidation(request: Request) -> bool:
-    """`Cache-Control: no-cache` or `max-age=0` (pip on every page, uv with --refresh)."""
+    """`Cache-Control: no-cache` or `max-age=0` (older pips on every page, uv --refresh)."""
     header = request.headers.get("cache-control")
     if not header:
         return False
@@ -111,7 +111,8 @@ async def _page_response(request: Request, snapshot: Snapshot, media_type: str) 
         "ETag": representation.etag_for(encoding),
         # Compressed or not, every page answer depends on Accept-Encoding too.
         "Vary": "Accept, Accept-Encoding",
-        "Cache-Control": f"max-age={snapshot.max_age}, public",
+        # A stale copy must not be kept by clients: they come back for the fresh one.
+        "Cache-Control": f"max-age={0 if snapshot.stale else snapshot.max_age}, public",
         "Last-Modified": format_datetime(snapshot.changed_at, usegmt=True),
     }
     if snapshot.last_serial is not None:

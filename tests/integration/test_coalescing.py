@@ -5,14 +5,13 @@ after the TTL is one conditional request, and a 304 leaves the stored revision a
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import StartCache, repository
+from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -20,26 +19,6 @@ PATH = "/simple/demo/"
 FILES = [UpstreamFile("demo-1.0.tar.gz", b"one"), UpstreamFile("demo-1.1.tar.gz", b"two")]
 # Long enough for every concurrent request to arrive while the first one is still upstream.
 UPSTREAM_DELAY = 0.3
-
-
-class Clock:
-    """The cache's clock, moved by the test instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    # The default pool (100 connections) is enough for every request to be in flight at once.
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str | None, bytes]:
@@ -160,7 +139,9 @@ async def test_concurrent_revalidation_after_ttl_is_one_conditional_request(
 ) -> None:
     upstream.add(UpstreamProject("demo", FILES))
     clock = Clock()
-    cache = await start_cache(repository("pypi", upstream, ttl=60, list_ttl=60, stale_while_revalidate=0), clock=clock)
+    cache = await start_cache(
+        repository("pypi", upstream, ttl=60, list_ttl=60, stale_while_revalidate=0), clock=clock
+    )
     url = f"{cache.url}/pypi/simple/{url_path}"
     status, etag, body = await get(http, url)
     assert status == 200

@@ -54,12 +54,6 @@ async def cache(
     yield await start_cache()
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def get(
     http: aiohttp.ClientSession, url: str, accept: str | None = None, **headers: str
 ) -> tuple[int, Any, bytes]:

@@ -3,38 +3,16 @@ upstream: PostgreSQL, not a worker's memory, is the truth."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.conftest import StartCache, repository
+from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGES = ["/pypi/simple/demo/", "/pypi/simple/"]
 FORMATS = [JSON_V1, "text/html"]
-
-
-class Clock:
-    """The cache's clock, moved by the test instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def get(

@@ -9,8 +9,6 @@ upstream fails (stale-if-error), and a changed upstream page replaces it once it
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,26 +17,13 @@ import asyncpg
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.conftest import StartCache, free_port, repository
+from tests.conftest import Clock, StartCache, free_port, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
 GOOD = UpstreamFile("demo-1.0.tar.gz", b"the real sdist", requires_python=">=3.9")
 NEW = UpstreamFile("demo-2.0.tar.gz", b"a later sdist")
-
-
-class Clock:
-    """The cache's clock, moved by the test instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass(frozen=True)
@@ -52,12 +37,6 @@ class Answer:
 
     def filenames(self) -> list[str]:
         return [f["filename"] for f in self.json()["files"]]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def get(http: aiohttp.ClientSession, url: str, accept: str = JSON_V1) -> Answer:
@@ -469,7 +448,10 @@ async def test_stale_page_is_served_when_upstream_fails_then_replaced(
 ) -> None:
     clock = Clock()
     project = upstream.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", upstream, ttl=60, read_timeout=0.3, stale_while_revalidate=0), clock=clock)
+    cache = await start_cache(
+        repository("pypi", upstream, ttl=60, read_timeout=0.3, stale_while_revalidate=0),
+        clock=clock,
+    )
     url = f"{cache.url}/pypi/simple/demo/"
     fresh = await get(http, url)
     assert_good_page(fresh)
@@ -521,7 +503,9 @@ async def test_stale_project_list_is_served_when_upstream_fails(
 ) -> None:
     clock = Clock()
     upstream.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", upstream, list_ttl=60, stale_while_revalidate=0), clock=clock)
+    cache = await start_cache(
+        repository("pypi", upstream, list_ttl=60, stale_while_revalidate=0), clock=clock
+    )
     url = f"{cache.url}/pypi/simple/"
     fresh = await get(http, url)
     assert fresh.status == 200
@@ -579,7 +563,9 @@ async def test_answer_with_lower_serial_does_not_replace_the_stored_page(
 ) -> None:
     clock = Clock()
     project = upstream.add(UpstreamProject("demo", [GOOD, NEW], serial=5))
-    cache = await start_cache(repository("pypi", upstream, ttl=60, stale_while_revalidate=0), clock=clock)
+    cache = await start_cache(
+        repository("pypi", upstream, ttl=60, stale_while_revalidate=0), clock=clock
+    )
     url = f"{cache.url}/pypi/simple/demo/"
     newer = await get(http, url)
     assert newer.headers["X-PyPI-Last-Serial"] == "5"

@@ -177,3 +177,60 @@ def test_huge_header_is_negotiated_without_being_cached() -> None:
     with pytest.raises(errors.NotAcceptable):
         negotiate.negotiate("text/plain, " * 200)
     assert negotiate._negotiate_cached.cache_info().currsize == size
+
+
+# -- choose_encoding (RFC 9110 §12.5.3) --------------------------------------------------------
+
+# uv (reqwest with its gzip and zstd features) and pip (requests/urllib3).
+UV_ACCEPT_ENCODING = "gzip, deflate, zstd"
+PIP_ACCEPT_ENCODING = "gzip, deflate"
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "expected"),
+    [
+        pytest.param(UV_ACCEPT_ENCODING, "zstd", id="uv"),
+        pytest.param(PIP_ACCEPT_ENCODING, "gzip", id="pip"),
+        pytest.param("gzip, deflate, br, zstd", "zstd", id="browser"),
+        # Nothing said, or only codings we do not produce: the identity.
+        pytest.param(None, None, id="absent"),
+        pytest.param("", None, id="empty"),
+        pytest.param("identity", None, id="identity-only"),
+        pytest.param("deflate, br", None, id="unsupported-only"),
+        pytest.param("x-gzip", None, id="x-gzip"),
+        # Single codings, any case, any whitespace.
+        pytest.param("gzip", "gzip", id="gzip"),
+        pytest.param("zstd", "zstd", id="zstd"),
+        pytest.param("GZIP", "gzip", id="upper-case"),
+        pytest.param("  zstd  ,gzip", "zstd", id="spaces"),
+        # zstd wins ties (smaller, faster to decode), whatever the order.
+        pytest.param("gzip, zstd", "zstd", id="tie-order"),
+        pytest.param("gzip;q=0.5, zstd;q=0.5", "zstd", id="tie-with-q"),
+        # q decides, not order.
+        pytest.param("zstd;q=0.5, gzip", "gzip", id="q-beats-tie-break"),
+        pytest.param("gzip ; q=0.8 , zstd ; q=0.9", "zstd", id="q-with-spaces"),
+        pytest.param("zstd;q=0.001, gzip;q=0.002", "gzip", id="q-three-digits"),
+        pytest.param("gzip;Q=1, zstd;Q=0.9", "gzip", id="upper-q"),
+        # q=0 means "not acceptable".
+        pytest.param("zstd;q=0", None, id="q0-only"),
+        pytest.param("zstd;q=0, gzip", "gzip", id="q0-excludes"),
+        pytest.param("gzip;q=0.0, zstd;q=0.000", None, id="q0-spelled-out"),
+        # `*` names every coding not listed.
+        pytest.param("*", "zstd", id="star"),
+        pytest.param("*;q=0.5, gzip", "gzip", id="star-below-listed"),
+        pytest.param("*, zstd;q=0", "gzip", id="star-but-not-zstd"),
+        pytest.param("*;q=0", None, id="star-q0"),
+        pytest.param("*;q=0, gzip;q=0.1", "gzip", id="star-q0-listed-wins"),
+        # An invalid weight is not trusted to mean "acceptable".
+        pytest.param("zstd;q=abc, gzip;q=0.1", "gzip", id="q-garbage"),
+        pytest.param("zstd;q=1.5, gzip;q=0.1", "gzip", id="q-above-one"),
+        pytest.param("gzip;q=-1", None, id="q-negative"),
+    ],
+)
+def test_choose_encoding(accept_encoding: str | None, expected: str | None) -> None:
+    assert negotiate.choose_encoding(accept_encoding) == expected
+
+
+def test_choose_encoding_ignores_a_huge_header() -> None:
+    # Not parsed (nor memoized): an oversized header costs nothing and compresses nothing.
+    assert negotiate.choose_encoding("zstd, " + "x, " * 1000) is None
