@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _SEPARATORS = re.compile(r"[-_.]+")
@@ -17,6 +18,14 @@ def normalize(name: str) -> str:
 
 def is_valid_name(name: str) -> bool:
     return _VALID_NAME.match(name) is not None
+
+
+@functools.lru_cache(maxsize=16384)
+def canonical_name(name: str) -> str | None:
+    """The normalized form of a valid project name; None when `name` is not one.
+
+    Memoized: it runs on every page request, and a fleet asks for the same few names."""
+    return normalize(name) if is_valid_name(name) else None
 
 
 def is_safe_filename(filename: str) -> bool:

@@ -226,21 +226,40 @@ class Pages:
 
         `revalidate`: the client asked for a revalidated answer (no-cache / max-age=0).
         """
-        kind = _ProjectPageKind(self, self._repository(repository), name)
-        snapshot = await self._serve(kind, revalidate)
+        config = self._repository(repository)
+        snapshot = self._cached((repository, name), config, revalidate)
+        if snapshot is None:
+            snapshot = await self._serve(_ProjectPageKind(self, config, name), revalidate)
         if not snapshot.found:
             raise ProjectNotFound(repository, name)
         return snapshot
 
     async def project_list(self, repository: str, *, revalidate: bool = False) -> Snapshot:
-        return await self._serve(_ProjectListKind(self, self._repository(repository)), revalidate)
+        config = self._repository(repository)
+        snapshot = self._cached((repository, ""), config, revalidate)
+        if snapshot is None:
+            snapshot = await self._serve(_ProjectListKind(self, config), revalidate)
+        return snapshot
 
     async def ping_database(self) -> None:
         await self._pool.fetchval("SELECT 1")
 
+    def _cached(
+        self, key: tuple[str, str], config: RepositoryConfig, revalidate: bool
+    ) -> Snapshot | None:
+        """This worker's snapshot when it may be served as it is (the warm path)."""
+        cached = self.cache.get(key)
+        if cached is None or self._clock() >= cached.fresh_until:
+            return None
+        if revalidate and self._forced(config, cached.checked_at):
+            return None
+        return cached
+
     async def _serve(self, kind: _Kind[M], revalidate: bool) -> Snapshot:
         cached = self.cache.get(kind.key)
-        if cached is not None and not self._forced(kind, cached.checked_at, revalidate):
+        if cached is not None and not (
+            revalidate and self._forced(kind.repository, cached.checked_at)
+        ):
             now = self._clock()
             if now < cached.fresh_until:
                 return cached
@@ -262,10 +281,10 @@ class Pages:
         if not task.cancelled() and task.exception() is not None:
             log.warning("background revalidation failed: %s", task.exception())
 
-    def _forced(self, kind: _Kind[M], checked_at: float, revalidate: bool) -> bool:
+    def _forced(self, config: RepositoryConfig, checked_at: float) -> bool:
         """Whether a client's no-cache obliges us to ask the upstream now."""
-        after = kind.repository.no_cache_revalidate_after
-        if not revalidate or after < 0 or self._offline:
+        after = config.no_cache_revalidate_after
+        if after < 0 or self._offline:
             return False
         return self._clock() >= checked_at + after
 
@@ -291,7 +310,7 @@ class Pages:
         if state is None:
             return False
         checked_at = state.checked_at.timestamp()
-        if state.purged or self._forced(kind, checked_at, revalidate):
+        if state.purged or (revalidate and self._forced(kind.repository, checked_at)):
             return False
         ttl = kind.ttl if state.found else kind.repository.negative_ttl
         return self._clock() < checked_at + ttl

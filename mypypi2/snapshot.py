@@ -1,8 +1,9 @@
-"""What a worker keeps of a stored page: its renderings, each encoded once.
+"""What a worker keeps of a stored page: its renderings, encoded and wrapped in headers once.
 
 A snapshot belongs to one revision of one page. Its representations (JSON, HTML) are
-rendered on first use and their compressed forms computed on first use too, so a warm
-request costs a dictionary lookup, whatever the page size or the client's encoding.
+rendered on first use, their compressed forms computed on first use too, and so are the
+response headers for each, so a warm request costs a few dictionary lookups, whatever the
+page size or the client's encoding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 
 import zstandard
 
@@ -63,6 +65,18 @@ class Representation:
         return body
 
 
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One representation in one encoding, ready to send: a 200 and its 304."""
+
+    body: bytes
+    headers: RawHeaders
+    not_modified_headers: RawHeaders
+
+
 @dataclass(eq=False, slots=True)
 class Snapshot:
     """One stored revision of a page as this worker serves it."""
@@ -77,6 +91,43 @@ class Snapshot:
     stale: bool  # served past its freshness because the upstream failed
     _render: Callable[[str], bytes]
     _representations: dict[str, Representation] = field(default_factory=dict)
+    _prepared: dict[tuple[str, str | None, bool], Prepared] = field(default_factory=dict)
+
+    async def prepared(self, media_type: str, encoding: str | None) -> Prepared:
+        """The response for `media_type`, compressed with `encoding` (None: identity)."""
+        key = (media_type, encoding, self.stale)
+        found = self._prepared.get(key)
+        if found is None:
+            representation = self.representation(media_type)
+            body = await representation.encoded(encoding)
+            common = self._headers(representation.etag_for(encoding))
+            content = [
+                (b"content-type", _content_type(media_type)),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            if encoding is not None:
+                content.append((b"content-encoding", encoding.encode()))
+            found = Prepared(body, common + content, common)
+            self._prepared[key] = found
+        return found
+
+    def _headers(self, etag: str) -> RawHeaders:
+        # A stale copy must not be kept by clients: they come back for the fresh one.
+        max_age = 0 if self.stale else self.max_age
+        headers = [
+            (b"etag", etag.encode()),
+            # Compressed or not, every page answer depends on Accept-Encoding too.
+            (b"vary", b"Accept, Accept-Encoding"),
+            (b"cache-control", f"max-age={max_age}, public".encode()),
+            (b"last-modified", format_datetime(self.changed_at, usegmt=True).encode()),
+        ]
+        if self.last_serial is not None:
+            headers.append((b"x-pypi-last-serial", str(self.last_serial).encode()))
+        if self.stale:
+            # RFC 9111 dropped the Warning header; a plain one says the upstream could not
+            # confirm this copy.
+            headers.append((b"x-mypypi2-stale", b"upstream-unavailable"))
+        return headers
 
     def representation(self, media_type: str) -> Representation:
         found = self._representations.get(media_type)
@@ -87,6 +138,13 @@ class Snapshot:
             found = Representation(body, f'"{digest}"')
             self._representations[media_type] = found
         return found
+
+
+def _content_type(media_type: str) -> bytes:
+    # uv compares the part before ";" exactly; HTML says its charset, JSON is always UTF-8.
+    if media_type.endswith("+json"):
+        return media_type.encode()
+    return f"{media_type}; charset=utf-8".encode()
 
 
 class SnapshotCache:

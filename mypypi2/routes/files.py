@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from mypypi2.errors import FileNotFound
 from mypypi2.files import METADATA_SUFFIX, Files, PendingFile, StoredFile
 from mypypi2.routes.conditional import etag_matches
 
@@ -44,8 +46,15 @@ async def _stored(request: Request, files: Files, stored: StoredFile) -> Respons
         return RedirectResponse(redirect.url, status_code=redirect.status, headers=headers)
     path = storage.local_path(stored.key)
     if path is not None:
-        # Range, HEAD and zero-copy (`http.response.pathsend`) come with FileResponse.
-        return FileResponse(path, headers=headers, media_type=_OCTETS)
+        # Range, HEAD and zero-copy (`http.response.pathsend`) come with FileResponse. The
+        # stat is ours: FileResponse would hop to a thread for it, which costs more than
+        # the stat of a file the page cache holds.
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError as exc:  # removed behind our back (a purge, an operator)
+            repository, project = request.path_params["repo"], request.path_params["project"]
+            raise FileNotFound(repository, project, stored.filename) from exc
+        return FileResponse(path, headers=headers, media_type=_OCTETS, stat_result=stat)
     return _stream_through(request, files, stored, headers)
 
 

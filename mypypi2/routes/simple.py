@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -13,7 +12,7 @@ from mypypi2 import names
 from mypypi2.errors import ProjectNotFound
 from mypypi2.negotiate import HTML_V1, JSON_V1, choose_encoding, negotiate
 from mypypi2.pages import Pages
-from mypypi2.snapshot import Snapshot
+from mypypi2.snapshot import RawHeaders, Snapshot
 
 
 async def project_list(request: Request) -> Response:
@@ -55,9 +54,9 @@ async def _project_list(request: Request, forced: str | None) -> Response:
 async def _project_page(request: Request, forced: str | None) -> Response:
     repository = request.path_params["repo"]
     requested = request.path_params["project"]
-    if not names.is_valid_name(requested):
+    name = names.canonical_name(requested)
+    if name is None:
         raise ProjectNotFound(repository, requested)
-    name = names.normalize(requested)
     if name != requested:
         # PEP 503: one canonical URL per project. pip caches 301s, so only ever for names.
         prefix = request.url.path[: -len(requested) - 1]
@@ -107,27 +106,21 @@ async def _page_response(request: Request, snapshot: Snapshot, media_type: str) 
     encoding = None
     if representation.worth_compressing():
         encoding = choose_encoding(request.headers.get("accept-encoding"))
-    headers = {
-        "ETag": representation.etag_for(encoding),
-        # Compressed or not, every page answer depends on Accept-Encoding too.
-        "Vary": "Accept, Accept-Encoding",
-        # A stale copy must not be kept by clients: they come back for the fresh one.
-        "Cache-Control": f"max-age={0 if snapshot.stale else snapshot.max_age}, public",
-        "Last-Modified": format_datetime(snapshot.changed_at, usegmt=True),
-    }
-    if snapshot.last_serial is not None:
-        headers["X-PyPI-Last-Serial"] = str(snapshot.last_serial)
-    if snapshot.stale:
-        # RFC 9111 dropped the Warning header; a plain one says the upstream could not
-        # confirm this copy.
-        headers["X-Mypypi2-Stale"] = "upstream-unavailable"
+    prepared = await snapshot.prepared(media_type, encoding)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and representation.matches(if_none_match):
-        return Response(status_code=304, headers=headers)
-    headers["Content-Type"] = media_type + ("; charset=utf-8" if media_type != JSON_V1 else "")
-    if encoding is not None:
-        headers["Content-Encoding"] = encoding
-    return Response(await representation.encoded(encoding), headers=headers)
+        return _Prepared(304, b"", prepared.not_modified_headers)
+    return _Prepared(200, prepared.body, prepared.headers)
+
+
+class _Prepared(Response):
+    """A response whose headers were built once for the snapshot, not per request."""
+
+    def __init__(self, status_code: int, body: bytes, raw_headers: RawHeaders) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.raw_headers = raw_headers
+        self.background = None
 
 
 # PEP 691 path variants (`v1+json/`, `v1+html/`) force a format whatever Accept says; no
