@@ -27,3 +27,8 @@ lint: install
 # Regenerate config.example.toml from the defaults.
 example-config: install
     {{venv}}/bin/python -m mypypi2.example_config
+
+# Benchmark against proxpi, devpi-server and nginx on loopback (bench/README.md).
+bench *args:
+    python3 -m venv {{venv}} && {{venv}}/bin/pip install -q -e '.[bench]'
+    {{venv}}/bin/python -m bench.run {{args}}
