@@ -13,6 +13,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp
 
 from mypypi2 import db
 from mypypi2.config import Config, data_dir
@@ -31,6 +32,7 @@ from mypypi2.pages import Clock, Pages
 from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
+from mypypi2.routes.warm import WarmPath
 from mypypi2.storage import Storage
 from mypypi2.storage.disk import DiskStorage
 from mypypi2.storage.s3 import S3Storage
@@ -65,7 +67,7 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{exc}\n", status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> Starlette:
+def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp:
     """The app for one worker; `dsn` is the already migrated database it serves from."""
 
     @asynccontextmanager
@@ -103,11 +105,13 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> Starlet
             await listen_purged(listener, forget)
             yield {"pages": pages, "files": files}
 
-    return Starlette(
+    routed = Starlette(
         routes=[*health.routes, *simple.routes, *files_routes.routes],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
+    # Requests answerable from this worker's memory skip the framework (see routes/warm.py).
+    return WarmPath(routed)
 
 
 async def open_storage(config: Config, stack: AsyncExitStack) -> Storage:

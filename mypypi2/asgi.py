@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
 from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
 
 
-def create() -> Starlette:
+def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return create_app(handoff.config, handoff.dsn)

@@ -159,6 +159,10 @@ class Files:
         for key in doomed:
             del self._stored[key]
 
+    def warm(self, repository: str, project: str, filename: str) -> StoredFile | None:
+        """The file when this worker already knows it is stored, else None (then `find`)."""
+        return self._stored.get((repository, project, filename))
+
     async def find(self, repository: str, project: str, filename: str) -> StoredFile | PendingFile:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
         valid_project = names.is_valid_name(project) and names.normalize(project) == project

@@ -244,6 +244,15 @@ class Pages:
     async def ping_database(self) -> None:
         await self._pool.fetchval("SELECT 1")
 
+    def warm(self, repository: str, name: str) -> Snapshot | None:
+        """This worker's fresh snapshot of a page that exists, or None (then ask `project`
+        or `project_list`, with `name` ""). Never waits, never touches the database."""
+        config = self._repositories.get(repository)
+        if config is None:
+            return None
+        snapshot = self._cached((repository, name), config, False)
+        return snapshot if snapshot is not None and snapshot.found else None
+
     def _cached(
         self, key: tuple[str, str], config: RepositoryConfig, revalidate: bool
     ) -> Snapshot | None:

@@ -459,6 +459,19 @@ async def test_serve_answers_the_real_pip(
     # pip's request filled the database; the second request (any worker) is served from it.
     assert upstream.hits["/simple/demo/"] == 1
 
+    # Files: the first request downloads, later ones come from the store (under granian,
+    # with zero-copy from the warm path once the worker knows the file is stored).
+    wanted = project.files[0]
+    for _ in range(6):
+        status, raw, body = await get(f"{server.url}/pypi/files/demo/{wanted.filename}")
+        headers = {name.lower(): value for name, value in raw.items()}
+        assert status == 200
+        assert body == wanted.content
+        assert headers["etag"] == f'"{wanted.sha256}"'
+        assert headers["content-length"] == str(len(wanted.content))
+        assert "immutable" in headers["cache-control"]
+    assert upstream.hits[f"/files/demo/{wanted.filename}"] == 1
+
     assert server.session_alive()
     assert await server.stop() == 0, server.stderr()
     assert not server.leftovers

@@ -1,0 +1,111 @@
+"""The warm path: requests this worker can answer from memory, without the framework.
+
+A CI fleet mostly asks for pages this worker already rendered and files it already
+stored. Those answers need no routing table, request object or database: this ASGI
+middleware recognizes them by their exact shape and sends the bytes and headers prepared
+once per snapshot (and the file itself, zero-copy). Anything else, including every case
+that needs a redirect, a revalidation, a range or an error, goes on to the routes in
+simple.py and files.py, which give the same answers the slow way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mypypi2.errors import NotAcceptable
+from mypypi2.files import METADATA_SUFFIX, Files
+from mypypi2.names import canonical_name
+from mypypi2.negotiate import choose_encoding, negotiate
+from mypypi2.pages import Pages
+
+_FILE_HEADERS = [
+    (b"content-type", b"application/octet-stream"),
+    (b"accept-ranges", b"bytes"),
+    (b"cache-control", b"public, max-age=31536000, immutable"),
+]
+
+
+class WarmPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
+            await self._app(scope, receive, send)
+            return
+        parts = scope["path"].split("/")
+        state = scope["state"]
+        answered = False
+        if len(parts) == 5 and parts[2] == "simple" and parts[4] == "" and parts[3]:
+            answered = await _page(state["pages"], parts[1], parts[3], scope, send)
+        elif len(parts) == 4 and parts[2] == "simple" and parts[3] == "":
+            answered = await _page(state["pages"], parts[1], "", scope, send)
+        elif len(parts) == 5 and parts[2] == "files":
+            answered = await _file(state["files"], parts[1], parts[3], parts[4], scope, send)
+        if not answered:
+            await self._app(scope, receive, send)
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    return dict(raw)  # ASGI servers give lowercase names
+
+
+async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Send) -> bool:
+    if name and canonical_name(name) != name:
+        return False  # a redirect or a 404: the route's business
+    headers = _headers(scope["headers"])
+    if b"cache-control" in headers:
+        return False  # a client asking for revalidation is answered by the route
+    snapshot = pages.warm(repository, name)
+    if snapshot is None:
+        return False
+    accept = headers.get(b"accept")
+    try:
+        media_type = negotiate(accept.decode("latin-1") if accept is not None else None)
+    except NotAcceptable:
+        return False
+    representation = snapshot.representation(media_type)
+    encoding = None
+    if representation.worth_compressing():
+        accept_encoding = headers.get(b"accept-encoding")
+        if accept_encoding is not None:
+            encoding = choose_encoding(accept_encoding.decode("latin-1"))
+    prepared = await snapshot.prepared(media_type, encoding)
+    if_none_match = headers.get(b"if-none-match")
+    if if_none_match is not None and representation.matches(if_none_match.decode("latin-1")):
+        await send(
+            {"type": "http.response.start", "status": 304, "headers": prepared.not_modified_headers}
+        )
+        await send({"type": "http.response.body", "body": b""})
+        return True
+    await send({"type": "http.response.start", "status": 200, "headers": prepared.headers})
+    await send({"type": "http.response.body", "body": prepared.body})
+    return True
+
+
+async def _file(
+    files: Files, repository: str, project: str, filename: str, scope: Scope, send: Send
+) -> bool:
+    if filename.endswith(METADATA_SUFFIX):
+        return False
+    if "http.response.pathsend" not in scope.get("extensions", {}):
+        return False  # no zero-copy from this server: FileResponse streams it
+    stored = files.warm(repository, project, filename)
+    if stored is None:
+        return False
+    headers = _headers(scope["headers"])
+    if b"range" in headers or b"if-none-match" in headers:
+        return False
+    path = files.storage.local_path(stored.key)
+    if path is None:
+        return False  # S3: the route redirects or streams through
+    response_headers = [
+        *_FILE_HEADERS,
+        (b"etag", f'"{stored.sha256}"'.encode()),
+        (b"content-length", str(stored.size).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+    await send({"type": "http.response.pathsend", "path": str(path)})
+    return True
