@@ -25,7 +25,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from mypypi2.errors import (
     UpstreamNotFound,
     VerificationFailed,
 )
+from mypypi2.lru import LRU
 from mypypi2.pages import Clock, Pages
 from mypypi2.queries import Executor, locks
 from mypypi2.queries import files as files_queries
@@ -66,6 +66,14 @@ class StoredFile:
     size: int
     sha256: str
     filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """A PEP 658 metadata file, verified."""
+
+    body: bytes
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +145,11 @@ class Files:
         self._clients = clients
         self._clock = clock
         self._downloads: dict[int, _Download] = {}
-        self._metadata = Coalescer[int, bytes]()
-        # Stored files never change, so their rows can be remembered without asking again.
-        self._stored: OrderedDict[tuple[str, str, str], StoredFile] = OrderedDict()
-        self._cache_entries = cache_entries
+        self._fetching_metadata = Coalescer[int, bytes]()
+        # Stored files and metadata never change: this worker remembers them, keyed by
+        # (repository, project, filename), without asking the database again.
+        self._stored: LRU[tuple[str, str, str], StoredFile] = LRU(cache_entries)
+        self._metadata: LRU[tuple[str, str, str], Metadata] = LRU(cache_entries)
 
     @property
     def storage(self) -> Storage:
@@ -148,20 +157,17 @@ class Files:
 
     def forget(self, purged: Purged) -> None:
         """Another process purged stored files: stop answering from this worker's memory."""
-        if not purged.files:
-            return
-        doomed = [
-            key
-            for key in self._stored
-            if key[0] == purged.repository
-            and (purged.projects is None or key[1] in purged.projects)
-        ]
-        for key in doomed:
-            del self._stored[key]
+        if purged.files:
+            self._stored.drop(lambda key: purged.covers(key[0], key[1]))
+            self._metadata.drop(lambda key: purged.covers(key[0], key[1]))
 
     def warm(self, repository: str, project: str, filename: str) -> StoredFile | None:
         """The file when this worker already knows it is stored, else None (then `find`)."""
         return self._stored.get((repository, project, filename))
+
+    def warm_metadata(self, repository: str, project: str, filename: str) -> Metadata | None:
+        """A file's metadata when this worker holds it, else None (then `metadata`)."""
+        return self._metadata.get((repository, project, filename))
 
     async def find(self, repository: str, project: str, filename: str) -> StoredFile | PendingFile:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
@@ -171,7 +177,6 @@ class Files:
         cache_key = (repository, project, filename)
         stored = self._stored.get(cache_key)
         if stored is not None:
-            self._stored.move_to_end(cache_key)
             return stored
         row = await self._row(repository, project, filename)
         if row.stored_key is None:
@@ -179,13 +184,8 @@ class Files:
                 raise FileNotFound(repository, project, filename)
             return PendingFile(row)
         stored = _stored_file(row)
-        self._remember(cache_key, stored)
+        self._stored.put(cache_key, stored)
         return stored
-
-    def _remember(self, cache_key: tuple[str, str, str], stored: StoredFile) -> None:
-        self._stored[cache_key] = stored
-        if len(self._stored) > self._cache_entries:
-            self._stored.popitem(last=False)
 
     async def _row(self, repository: str, project: str, filename: str) -> FileRow:
         row = await files_queries.get(self._pool, repository, project, filename)
@@ -410,17 +410,25 @@ class Files:
             if spool is not None:
                 spool.close()
 
-    async def metadata(self, repository: str, project: str, filename: str) -> bytes:
+    async def metadata(self, repository: str, project: str, filename: str) -> Metadata:
         """The PEP 658 metadata of a file whose page advertises it, verified and kept."""
+        cache_key = (repository, project, filename)
+        known = self._metadata.get(cache_key)
+        if known is not None:
+            return known
         row = await self._row(repository, project, filename)
         if row.core_metadata is None:
             raise FileNotFound(repository, project, filename + METADATA_SUFFIX)
         body = await files_queries.get_metadata(self._pool, row.id)
-        if body is not None:
-            return body
-        if self._offline:
-            raise FileNotFound(repository, project, filename + METADATA_SUFFIX)
-        return await self._metadata.run(row.id, lambda: self._fetch_metadata(repository, row))
+        if body is None:
+            if self._offline:
+                raise FileNotFound(repository, project, filename + METADATA_SUFFIX)
+            body = await self._fetching_metadata.run(
+                row.id, lambda: self._fetch_metadata(repository, row)
+            )
+        metadata = Metadata(body, hashlib.sha256(body).hexdigest())
+        self._metadata.put(cache_key, metadata)
+        return metadata
 
     async def _fetch_metadata(self, repository: str, row: FileRow) -> bytes:
         url = row.upstream_url + METADATA_SUFFIX

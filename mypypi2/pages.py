@@ -45,11 +45,12 @@ from mypypi2.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
+from mypypi2.lru import LRU
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.negotiate import JSON_V1
 from mypypi2.queries import Executor, PageState, Validators, locks, project_lists, projects
 from mypypi2.queries.notifications import Purged
-from mypypi2.snapshot import Snapshot, SnapshotCache
+from mypypi2.snapshot import Snapshot
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 
@@ -196,7 +197,8 @@ class Pages:
         self._repositories = repositories
         self._clients = clients
         self.base_url = base_url.rstrip("/")
-        self.cache = SnapshotCache(cache_entries)
+        # This worker's snapshots, by (repository, project name or "" for the list).
+        self.cache: LRU[tuple[str, str], Snapshot] = LRU(cache_entries)
         self._coalescer: Coalescer[tuple[str, str], Snapshot] = Coalescer()
         self._background: set[asyncio.Task[Snapshot]] = set()
         self._offline = offline
@@ -210,7 +212,7 @@ class Pages:
 
     def forget(self, purged: Purged) -> None:
         """Another process purged pages: drop this worker's snapshots of them."""
-        self.cache.drop(purged.repository, purged.projects)
+        self.cache.drop(lambda key: purged.covers(*key))
 
     def client(self, repository: str) -> UpstreamClient:
         return self._clients[repository]

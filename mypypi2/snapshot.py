@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import gzip
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import format_datetime
@@ -145,33 +144,3 @@ def _content_type(media_type: str) -> bytes:
     if media_type.endswith("+json"):
         return media_type.encode()
     return f"{media_type}; charset=utf-8".encode()
-
-
-class SnapshotCache:
-    """Least-recently-used snapshots of this worker; never the truth, only a shortcut."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str], Snapshot] = OrderedDict()
-
-    def get(self, key: tuple[str, str]) -> Snapshot | None:
-        snapshot = self._entries.get(key)
-        if snapshot is not None:
-            self._entries.move_to_end(key)
-        return snapshot
-
-    def put(self, key: tuple[str, str], snapshot: Snapshot) -> None:
-        self._entries[key] = snapshot
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
-
-    def drop(self, repository: str, names: list[str] | None) -> None:
-        """Forget a repository's snapshots (all of them when `names` is None)."""
-        doomed = [
-            key
-            for key in self._entries
-            if key[0] == repository and (names is None or key[1] in names)
-        ]
-        for key in doomed:
-            del self._entries[key]

@@ -21,6 +21,12 @@ class Purged(msgspec.Struct, frozen=True):
     projects: list[str] | None
     files: bool
 
+    def covers(self, repository: str, project: str) -> bool:
+        """Whether a page ("" for the project list) or its files fall under this purge."""
+        if repository != self.repository:
+            return False
+        return self.projects is None or project in self.projects
+
 
 async def notify_purged(db: Executor, purged: Purged) -> None:
     await db.execute(NOTIFY, PURGE_CHANNEL, msgspec.json.encode(purged).decode())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
@@ -104,14 +103,11 @@ async def _metadata(
     request: Request, files: Files, repository: str, project: str, filename: str
 ) -> Response:
     distribution = filename.removesuffix(METADATA_SUFFIX)
-    body = await files.metadata(repository, project, distribution)
-    headers = {
-        "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
-        "Cache-Control": _IMMUTABLE,
-    }
+    metadata = await files.metadata(repository, project, distribution)
+    headers = {"ETag": f'"{metadata.sha256}"', "Cache-Control": _IMMUTABLE}
     if etag_matches(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    return Response(body, headers=headers, media_type=_OCTETS)
+    return Response(metadata.body, headers=headers, media_type=_OCTETS)
 
 
 def _single_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -20,11 +20,12 @@ from mypypi2.names import canonical_name
 from mypypi2.negotiate import choose_encoding, negotiate
 from mypypi2.pages import Pages
 
-_FILE_HEADERS = [
+# As routes/files.py answers: a filename's content never changes.
+_METADATA_HEADERS = [
     (b"content-type", b"application/octet-stream"),
-    (b"accept-ranges", b"bytes"),
     (b"cache-control", b"public, max-age=31536000, immutable"),
 ]
+_FILE_HEADERS = [*_METADATA_HEADERS, (b"accept-ranges", b"bytes")]
 
 
 class WarmPath:
@@ -89,7 +90,7 @@ async def _file(
     files: Files, repository: str, project: str, filename: str, scope: Scope, send: Send
 ) -> bool:
     if filename.endswith(METADATA_SUFFIX):
-        return False
+        return await _metadata(files, repository, project, filename, scope, send)
     if "http.response.pathsend" not in scope.get("extensions", {}):
         return False  # no zero-copy from this server: FileResponse streams it
     stored = files.warm(repository, project, filename)
@@ -108,4 +109,20 @@ async def _file(
     ]
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.pathsend", "path": str(path)})
+    return True
+
+
+async def _metadata(
+    files: Files, repository: str, project: str, filename: str, scope: Scope, send: Send
+) -> bool:
+    metadata = files.warm_metadata(repository, project, filename.removesuffix(METADATA_SUFFIX))
+    if metadata is None or b"if-none-match" in _headers(scope["headers"]):
+        return False
+    response_headers = [
+        *_METADATA_HEADERS,
+        (b"etag", f'"{metadata.sha256}"'.encode()),
+        (b"content-length", str(len(metadata.body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+    await send({"type": "http.response.body", "body": metadata.body})
     return True

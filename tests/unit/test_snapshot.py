@@ -10,7 +10,7 @@ import pytest
 import zstandard
 
 from mypypi2 import snapshot
-from mypypi2.snapshot import ENCODINGS, Representation, Snapshot, SnapshotCache
+from mypypi2.snapshot import ENCODINGS, Representation, Snapshot
 
 BODY = b'{"meta": {"api-version": "1.1"}, "name": "demo", "files": []}' * 40
 ETAG = '"0123456789abcdef"'
@@ -203,80 +203,3 @@ def test_new_content_gets_a_new_etag() -> None:
         make_snapshot(revision=1).representation("text/html").etag
         != make_snapshot(revision=2).representation("text/html").etag
     )
-
-
-# -- SnapshotCache ---------------------------------------------------------------------------
-
-
-def test_cache_evicts_the_least_recently_used() -> None:
-    cache = SnapshotCache(2)
-    a, b, c = make_snapshot(1), make_snapshot(2), make_snapshot(3)
-    cache.put(("pypi", "a"), a)
-    cache.put(("pypi", "b"), b)
-
-    assert cache.get(("pypi", "a")) is a  # now b is the least recently used
-    cache.put(("pypi", "c"), c)
-
-    assert cache.get(("pypi", "b")) is None
-    assert cache.get(("pypi", "a")) is a
-    assert cache.get(("pypi", "c")) is c
-
-
-def test_cache_put_refreshes_recency_and_replaces() -> None:
-    cache = SnapshotCache(2)
-    cache.put(("pypi", "a"), make_snapshot(1))
-    cache.put(("pypi", "b"), make_snapshot(2))
-    newer = make_snapshot(3)
-
-    cache.put(("pypi", "a"), newer)  # replacing makes it the most recent
-    cache.put(("pypi", "c"), make_snapshot(4))
-
-    assert cache.get(("pypi", "a")) is newer
-    assert cache.get(("pypi", "b")) is None
-
-
-def test_cache_of_one() -> None:
-    cache = SnapshotCache(1)
-    cache.put(("pypi", "a"), make_snapshot(1))
-    second = make_snapshot(2)
-    cache.put(("pypi", "b"), second)
-
-    assert cache.get(("pypi", "a")) is None
-    assert cache.get(("pypi", "b")) is second
-
-
-def test_drop_names_of_one_repository() -> None:
-    cache = SnapshotCache(10)
-    for key in [("pypi", "a"), ("pypi", "b"), ("pypi", ""), ("other", "a")]:
-        cache.put(key, make_snapshot())
-
-    cache.drop("pypi", ["a", "missing"])
-
-    assert cache.get(("pypi", "a")) is None
-    assert cache.get(("pypi", "b")) is not None
-    assert cache.get(("pypi", "")) is not None  # the project list is not a named project
-    assert cache.get(("other", "a")) is not None
-
-
-def test_drop_a_whole_repository_with_its_list() -> None:
-    cache = SnapshotCache(10)
-    for key in [("pypi", "a"), ("pypi", "b"), ("pypi", ""), ("other", "a"), ("other", "")]:
-        cache.put(key, make_snapshot())
-
-    cache.drop("pypi", None)
-
-    for key in [("pypi", "a"), ("pypi", "b"), ("pypi", "")]:
-        assert cache.get(key) is None, key
-    assert cache.get(("other", "a")) is not None
-    assert cache.get(("other", "")) is not None
-
-
-def test_drop_of_nothing_held_is_harmless() -> None:
-    cache = SnapshotCache(2)
-    cache.drop("pypi", None)
-    cache.drop("pypi", [])
-    kept = make_snapshot()
-    cache.put(("pypi", "a"), kept)
-    cache.drop("pypi", [])
-
-    assert cache.get(("pypi", "a")) is kept
