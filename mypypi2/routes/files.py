@@ -10,8 +10,9 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from mypypi2.errors import FileNotFound
-from mypypi2.files import METADATA_SUFFIX, Files, PendingFile, StoredFile
+from mypypi2.files import METADATA_SUFFIX, Files, PendingFile
 from mypypi2.routes.conditional import etag_matches
+from mypypi2.storage import StoredFile
 
 # A filename's content never changes (the index forbids re-uploads), so clients and
 # proxies may keep a file forever.

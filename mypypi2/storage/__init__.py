@@ -8,8 +8,19 @@ visible under a key before `commit` returns, so a reader never sees a partial ob
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A verified file in the store."""
+
+    key: str
+    size: int
+    sha256: str
+    filename: str
 
 
 class Redirect(NamedTuple):
