@@ -14,6 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -69,21 +70,31 @@ def postgres_dsn() -> Iterator[str]:
     asyncio.run(drop_template())
 
 
+async def _admin(dsn: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def scratch_database(postgres_dsn: str, template: str | None) -> AsyncIterator[str]:
+    """A database of its own for one test (a clone of `template`), dropped afterwards."""
+    name = f"mypypi2_test_{uuid.uuid4().hex[:12]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    await _admin(postgres_dsn, f'CREATE DATABASE "{name}"{clone}')
+    try:
+        yield with_database(postgres_dsn, name)
+    finally:
+        await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 async def database(postgres_dsn: str) -> AsyncIterator[str]:
     """The DSN of a fresh, migrated database for this test alone."""
-    name = f"mypypi2_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"')
-    finally:
-        await admin.close()
-    yield with_database(postgres_dsn, name)
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(postgres_dsn, _TEMPLATE) as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import tomllib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import tomli_w
 
 from mypypi2 import config
 from mypypi2.config import Config
-from tests.conftest import free_port, with_database
+from tests.conftest import free_port, scratch_database
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,18 +205,8 @@ async def test_a_bad_config_exits_2_with_one_line(
 @pytest.fixture
 async def empty_database(postgres_dsn: str) -> AsyncIterator[str]:
     """A database that has never been migrated (the `database` fixture's clones are)."""
-    name = f"mypypi2_cli_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(postgres_dsn, name)
-    admin = await asyncpg.connect(postgres_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database(postgres_dsn, template=None) as dsn:
+        yield dsn
 
 
 async def _table_exists(dsn: str, table: str) -> bool:
