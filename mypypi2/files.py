@@ -105,9 +105,6 @@ class Files:
 
     async def find(self, repository: str, project: str, filename: str) -> StoredFile | PendingFile:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
-        valid_project = names.is_valid_name(project) and names.normalize(project) == project
-        if not valid_project or not names.is_safe_filename(filename):
-            raise FileNotFound(repository, project, filename)
         cache_key = (repository, project, filename)
         stored = self._stored.get(cache_key)
         if stored is not None:
@@ -122,6 +119,10 @@ class Files:
         return stored
 
     async def _row(self, repository: str, project: str, filename: str) -> FileRow:
+        # Our URLs carry canonical names only; anything else must never reach the database
+        # or, through the page, the upstream (a `..` project would be a path there).
+        if names.canonical_name(project) != project or not names.is_safe_filename(filename):
+            raise FileNotFound(repository, project, filename)
         row = await files_queries.get(self._pool, repository, project, filename)
         if row is None:
             # A client may come straight to a file URL (a lock file, a cold worker): the

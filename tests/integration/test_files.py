@@ -905,6 +905,10 @@ async def test_metadata_not_matching_its_hash_is_502_and_not_saved(
         "/pypi/files/demo_/demo-1.0.tar.gz",
         "/pypi/files/-demo-/demo-1.0.tar.gz",
         "/%2e%2e/files/demo/demo-1.0.tar.gz",
+        # .metadata takes the same checks: an unchecked project would become an upstream path.
+        "/pypi/files/%2e%2e/demo-1.0.tar.gz.metadata",
+        "/pypi/files/Demo/demo-1.0.tar.gz.metadata",
+        "/pypi/files/demo/..%2Fsecret.txt.metadata",
     ],
 )
 async def test_unsafe_paths_are_404(
