@@ -104,16 +104,19 @@ def _parse_accept(accept: str) -> list[tuple[str, str, float]]:
         kind, slash, subtype = media.partition("/")
         if not slash or not kind or not subtype or (kind == "*" and subtype != "*"):
             continue
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                value = value.strip()
-                # An invalid weight cannot be trusted to mean "acceptable": treat as q=0.
-                q = float(value) if _QVALUE.fullmatch(value) else 0.0
-                break
-        ranges.append((kind, subtype, q))
+        ranges.append((kind, subtype, _weight(params)))
     return ranges
+
+
+def _weight(params: list[str]) -> float:
+    """The q parameter among a list item's parameters (RFC 9110 §12.4.2); 1 when absent."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            value = value.strip()
+            # An invalid weight cannot be trusted to mean "acceptable": treat as q=0.
+            return float(value) if _QVALUE.fullmatch(value) else 0.0
+    return 1.0
 
 
 def _quality(offer: str, ranges: list[tuple[str, str, float]]) -> float:
@@ -151,13 +154,7 @@ def choose_encoding(accept_encoding: str | None) -> str | None:
     weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
         coding, *params = item.split(";")
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                value = value.strip()
-                q = float(value) if _QVALUE.fullmatch(value) else 0.0
-        weights[coding.strip().lower()] = q
+        weights[coding.strip().lower()] = _weight(params)
     wildcard = weights.get("*", 0.0)
     best, best_q = None, 0.0
     for coding in _CODINGS:
