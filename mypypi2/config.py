@@ -9,6 +9,7 @@ addressed by name: `MYPYPI2_DATABASE__URL`, `MYPYPI2_REPOSITORIES__PRIVATE__PASS
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -25,12 +26,19 @@ import yaml
 
 from mypypi2.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILENAMES = ("config.toml", "config.json", "config.yaml")
 ENV_PREFIX = "MYPYPI2_"
 # How `serve` hands the resolved configuration to its worker processes (see asgi.py).
 HANDOFF_VARIABLE = "MYPYPI2_WORKER_CONFIG"
 # Variables with that prefix that are not config keys.
-_ENV_NOT_CONFIG = {"MYPYPI2_TEST_DATABASE_URL", HANDOFF_VARIABLE}
+_ENV_NOT_CONFIG = {"MYPYPI2_TEST_DATABASE_URL", "MYPYPI2_LIVE", HANDOFF_VARIABLE}
+# What Kubernetes injects into every pod for a Service named `mypypi2` (docker links did
+# the same): MYPYPI2_SERVICE_HOST, MYPYPI2_SERVICE_PORT[_NAME], MYPYPI2_PORT[_8000_TCP...].
+_KUBERNETES_SERVICE_VARIABLE = re.compile(
+    r"^MYPYPI2_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)?)$"
+)
 _REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MIB = 1024 * 1024
 SERVERS = ("granian", "hypercorn")
@@ -264,31 +272,51 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
     for variable, value in sorted(environ.items()):
         if not variable.startswith(ENV_PREFIX) or variable in _ENV_NOT_CONFIG:
             continue
+        if _KUBERNETES_SERVICE_VARIABLE.match(variable):
+            continue
         keys = [part.lower().replace("_", "-") for part in variable[len(ENV_PREFIX) :].split("__")]
-        _set_override(raw, keys, value, variable)
+        field_type = _field_type(keys)
+        if field_type is None:
+            # Not ours to refuse: a typo, or another tool's variable that shares the prefix.
+            log.warning("ignoring %s: it names no configuration key", variable)
+            continue
+        _set_override(raw, keys, _convert_env_value(value, field_type, variable), variable)
 
 
-def _set_override(raw: dict[str, Any], keys: list[str], value: str, variable: str) -> None:
-    """Set `raw[keys...] = value`, converting the string to the type the key declares."""
+def _field_type(keys: list[str]) -> Any:
+    """The declared type of the key path `keys`, or None when it names no key."""
     struct: type[msgspec.Struct] = Config
-    node = raw
     index = 0
-    while True:
+    while index < len(keys):
         key = keys[index]
         field = next((f for f in msgspec.structs.fields(struct) if f.encode_name == key), None)
         if field is None:
-            raise ConfigError(f"{variable}: {key!r} is not a configuration key")
+            return None
         if key == "repositories":
             # Repositories are a list; the next part of the variable names one of them.
             if index + 2 >= len(keys):
-                raise ConfigError(
-                    f"{variable}: name a repository and a key,"
-                    f" e.g. {ENV_PREFIX}REPOSITORIES__<NAME>__UPSTREAM"
-                )
-            name = keys[index + 1]
+                return None
+            struct, index = RepositoryConfig, index + 2
+            continue
+        if index == len(keys) - 1:
+            return field.type
+        if not (isinstance(field.type, type) and issubclass(field.type, msgspec.Struct)):
+            return None
+        struct, index = field.type, index + 1
+    return None
+
+
+def _set_override(raw: dict[str, Any], keys: list[str], value: Any, variable: str) -> None:
+    """Set `raw[keys...] = value` for a key path `_field_type` accepted."""
+    node = raw
+    index = 0
+    while index < len(keys) - 1:
+        key = keys[index]
+        if key == "repositories":
             entries = node.setdefault("repositories", [])
             if not isinstance(entries, list):
                 raise ConfigError(f"{variable}: repositories must be a list")
+            name = keys[index + 1]
             # Matched like the variable was spelled: MY_REPO addresses "my_repo" and "my-repo".
             entry = next(
                 (
@@ -301,17 +329,13 @@ def _set_override(raw: dict[str, Any], keys: list[str], value: str, variable: st
             if entry is None:
                 entry = {"name": name}
                 entries.append(entry)
-            node, struct, index = entry, RepositoryConfig, index + 2
+            node, index = entry, index + 2
             continue
-        if index == len(keys) - 1:
-            node[key] = _convert_env_value(value, field.type, variable)
-            return
-        if not (isinstance(field.type, type) and issubclass(field.type, msgspec.Struct)):
-            raise ConfigError(f"{variable}: {key!r} has no sub-keys")
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             raise ConfigError(f"{variable}: {key!r} must be a table")
-        node, struct, index = child, field.type, index + 1
+        node, index = child, index + 1
+    node[keys[-1]] = value
 
 
 def _convert_env_value(value: str, type_: Any, variable: str) -> Any:

@@ -9,15 +9,23 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from yoyo import get_backend, read_migrations
 
-# The top-level sql/ of the checkout (mypypi2 runs from a checkout or an editable install).
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "sql"
+_HERE = Path(__file__).resolve().parent
+
+
+def migrations_dir() -> Path:
+    """Top-level sql/: packaged into the wheel as mypypi2/migrations (see pyproject.toml),
+    read in place from a checkout or an editable install."""
+    packaged = _HERE / "migrations"
+    return packaged if packaged.is_dir() else _HERE.parent / "sql"
 
 
 def migrate(dsn: str) -> int:
     """Apply pending migrations under yoyo's lock; returns how many were applied."""
     backend = get_backend(_yoyo_uri(dsn))
     try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
+        migrations = read_migrations(str(migrations_dir()))
+        if not migrations:  # a broken install must not look like an up-to-date schema
+            raise RuntimeError(f"no migrations found in {migrations_dir()}")
         with backend.lock():
             pending = backend.to_apply(migrations)
             backend.apply_migrations(pending)

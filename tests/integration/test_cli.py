@@ -173,7 +173,6 @@ async def test_config_option_names_the_file(tmp_path: Path) -> None:
         pytest.param(
             {}, {"MYPYPI2_SERVER__PORT": "abc"}, (), "MYPYPI2_SERVER__PORT", id="bad-env-value"
         ),
-        pytest.param({}, {"MYPYPI2_SERVR__PORT": "1"}, (), "MYPYPI2_SERVR__PORT", id="env-typo"),
         pytest.param({}, {}, ("serve", "--port", "0"), "port", id="serve-bad-port"),
     ],
 )
@@ -197,6 +196,24 @@ async def test_a_bad_config_exits_2_with_one_line(
     assert len(lines) == 1, finished.stderr
     assert lines[0].startswith("mypypi2: ")
     assert named in lines[0]
+
+
+async def test_an_unknown_env_variable_is_one_warning_not_a_failed_start(tmp_path: Path) -> None:
+    environ = clean_environ(
+        MYPYPI2_SERVR__PORT="1",
+        # Injected by Kubernetes for a Service named mypypi2: not even a warning.
+        MYPYPI2_PORT="tcp://10.0.0.1:8000",
+        MYPYPI2_SERVICE_HOST="10.0.0.1",
+    )
+
+    finished = await mypypi2("config", "--show", cwd=tmp_path, environ=environ)
+
+    assert finished.returncode == 0, finished.stderr
+    assert "[server]" in finished.stdout
+    warnings = [line for line in finished.stderr.splitlines() if "MYPYPI2_" in line]
+    assert warnings == [
+        "WARNING mypypi2.config: ignoring MYPYPI2_SERVR__PORT: it names no configuration key"
+    ]
 
 
 # --- migrate -----------------------------------------------------------------------------

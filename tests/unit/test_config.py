@@ -384,12 +384,7 @@ def test_variables_that_are_not_config_keys_are_ignored() -> None:
         ("MYPYPI2_REPOSITORIES__LOCAL__TTL", "soon"),
         ("MYPYPI2_REPOSITORIES__LOCAL__HEADERS", "X-Token: abc"),
         ("MYPYPI2_REPOSITORIES__LOCAL__HEADERS", '{"X-Token": 1}'),
-        ("MYPYPI2_BOGUS", "1"),
-        ("MYPYPI2_SERVER__BOGUS", "1"),
-        ("MYPYPI2_REPOSITORIES__LOCAL__BOGUS", "1"),
-        ("MYPYPI2_REPOSITORIES__LOCAL", "1"),
         ("MYPYPI2_SERVER", "1"),
-        ("MYPYPI2_SERVER__PORT__NUMBER", "1"),
     ],
 )
 def test_a_bad_env_override_names_the_variable(variable: str, value: str) -> None:
@@ -400,6 +395,53 @@ def test_a_bad_env_override_names_the_variable(variable: str, value: str) -> Non
 
     assert str(caught.value).startswith(f"{variable}: ")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "MYPYPI2_BOGUS",
+        "MYPYPI2_SERVER__BOGUS",
+        "MYPYPI2_REPOSITORIES__LOCAL__BOGUS",
+        "MYPYPI2_REPOSITORIES__LOCAL",
+        "MYPYPI2_SERVER__PORT__NUMBER",
+    ],
+)
+def test_an_env_variable_that_names_no_key_is_a_warning(
+    variable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    environ = {**ENVIRON, "MYPYPI2_REPOSITORIES__LOCAL__UPSTREAM": UPSTREAM, variable: "1"}
+
+    loaded = config.load(None, environ)
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ignoring {variable}: it names no configuration key"
+    ]
+    local = loaded.repository("local")
+    assert local is not None and local.upstream == UPSTREAM and local.ttl == 600.0
+
+
+def test_kubernetes_service_variables_are_ignored_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What the kubelet injects into every pod for a Service named `mypypi2`.
+    environ = {
+        **ENVIRON,
+        "MYPYPI2_PORT": "tcp://10.0.0.1:8000",
+        "MYPYPI2_SERVICE_HOST": "10.0.0.1",
+        "MYPYPI2_SERVICE_PORT": "8000",
+        "MYPYPI2_SERVICE_PORT_HTTP": "8000",
+        "MYPYPI2_PORT_8000_TCP": "tcp://10.0.0.1:8000",
+        "MYPYPI2_PORT_8000_TCP_PROTO": "tcp",
+        "MYPYPI2_PORT_8000_TCP_PORT": "8000",
+        "MYPYPI2_PORT_8000_TCP_ADDR": "10.0.0.1",
+        "MYPYPI2_SERVER__PORT": "9000",
+    }
+
+    loaded = config.load(None, environ)
+
+    assert loaded.server.port == 9000
+    assert caplog.records == []
 
 
 def test_an_env_override_is_validated_like_the_file() -> None:
