@@ -246,6 +246,10 @@ class Pages:
     async def ping_database(self) -> None:
         await self._pool.fetchval("SELECT 1")
 
+    def has_repository(self, name: str) -> bool:
+        """Whether `name` is a configured repository (routes check it before redirecting)."""
+        return name in self._repositories
+
     def warm(self, repository: str, name: str) -> Snapshot | None:
         """This worker's fresh snapshot of a page that exists, or None (then ask `project`
         or `project_list`, with `name` ""). Never waits, never touches the database."""
