@@ -5,9 +5,13 @@ from __future__ import annotations
 import functools
 import re
 
+from packaging.utils import InvalidName, canonicalize_name
+
 _SEPARATORS = re.compile(r"[-_.]+")
-# PEP 508 names; anything else can never exist upstream, so it is never asked for.
-_VALID_NAME = re.compile(r"^([a-z0-9]|[a-z0-9][a-z0-9._-]*[a-z0-9])$", re.IGNORECASE)
+# Longer names are refused before any lookup. Generous: real project names run to a few
+# dozen characters. Far past it a name would only fill our memo and, past ~2.7 kB, hit
+# PostgreSQL's B-tree index row limit (a 500, after an upstream GET).
+MAX_NAME_LENGTH = 200
 _SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.Z", ".tar", ".tgz", ".tbz", ".zip")
 
 
@@ -16,16 +20,25 @@ def normalize(name: str) -> str:
     return _SEPARATORS.sub("-", name).lower()
 
 
-def is_valid_name(name: str) -> bool:
-    return _VALID_NAME.match(name) is not None
-
-
-@functools.lru_cache(maxsize=16384)
 def canonical_name(name: str) -> str | None:
     """The normalized form of a valid project name; None when `name` is not one.
 
-    Memoized: it runs on every page request, and a fleet asks for the same few names."""
-    return normalize(name) if is_valid_name(name) else None
+    Valid means PEP 508's name grammar, in ASCII (packaging's check) and at most
+    MAX_NAME_LENGTH long: a Unicode check with case folding let `\u017fix` and `\u0131dna` through.
+    Anything else can never exist upstream, so it is never asked for.
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        return None  # before the memo: huge keys must not fill it
+    return _canonical_name(name)
+
+
+# Memoized: it runs on every page request, and a fleet asks for the same few names.
+@functools.lru_cache(maxsize=16384)
+def _canonical_name(name: str) -> str | None:
+    try:
+        return canonicalize_name(name, validate=True)
+    except InvalidName:
+        return None
 
 
 def is_safe_filename(filename: str) -> bool:
@@ -41,6 +54,10 @@ def is_safe_filename(filename: str) -> bool:
 
 def version_from_filename(filename: str, project: str) -> str | None:
     """The version a distribution filename carries, or None when it cannot be told.
+
+    Our own parsing, not packaging's `parse_wheel_filename` / `parse_sdist_filename`: those
+    refuse versions that are not PEP 440 and legacy formats (`.tar.bz2`, `.tgz`, `.egg`),
+    which old releases on every index still have.
 
     Wheels (and eggs) put the version in the second dash-separated field, with the name's
     own dashes escaped to underscores. Sdists and other legacy formats are

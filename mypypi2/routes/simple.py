@@ -9,10 +9,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mypypi2 import names
-from mypypi2.errors import ProjectNotFound
+from mypypi2.errors import ProjectNotFound, RepositoryNotFound
 from mypypi2.negotiate import HTML_V1, JSON_V1, choose_encoding, negotiate
 from mypypi2.pages import Pages
+from mypypi2.routes.conditional import page_not_modified
 from mypypi2.snapshot import RawHeaders, Snapshot
+
+# The PEP 691 path variants: the segments after `simple/` that are not project names.
+_FORMAT_SEGMENTS = frozenset({"v1+json", "v1+html"})
 
 
 async def project_list(request: Request) -> Response:
@@ -40,19 +44,28 @@ async def project_page_html(request: Request) -> Response:
 
 
 async def add_slash(request: Request) -> Response:
+    # Only to a URL that can exist: pip caches a 308 for good.
+    repository = _repository(request)
+    project = request.path_params.get("project")
+    if (
+        project is not None
+        and project not in _FORMAT_SEGMENTS
+        and names.canonical_name(project) is None
+    ):
+        raise ProjectNotFound(repository, project)
     return _redirect(request, request.url.path + "/", 308)
 
 
 async def _project_list(request: Request, forced: str | None) -> Response:
+    repository = _repository(request)
     media_type = forced or _negotiate(request)
-    pages = _pages(request)
-    repository = request.path_params["repo"]
-    snapshot = await pages.project_list(repository, revalidate=_wants_revalidation(request))
+    revalidate = _wants_revalidation(request)
+    snapshot = await _pages(request).project_list(repository, revalidate=revalidate)
     return await _page_response(request, snapshot, media_type)
 
 
 async def _project_page(request: Request, forced: str | None) -> Response:
-    repository = request.path_params["repo"]
+    repository = _repository(request)
     requested = request.path_params["project"]
     name = names.canonical_name(requested)
     if name is None:
@@ -70,6 +83,15 @@ async def _project_page(request: Request, forced: str | None) -> Response:
 def _pages(request: Request) -> Pages:
     pages: Pages = request.state.pages
     return pages
+
+
+def _repository(request: Request) -> str:
+    """The repository segment when it names a configured one; RepositoryNotFound (404)
+    otherwise, checked before any redirect: clients keep 301s and 308s for good."""
+    repository: str = request.path_params["repo"]
+    if not _pages(request).has_repository(repository):
+        raise RepositoryNotFound(repository)
+    return repository
 
 
 def _negotiate(request: Request) -> str:
@@ -107,8 +129,10 @@ async def _page_response(request: Request, snapshot: Snapshot, media_type: str) 
     if representation.worth_compressing():
         encoding = choose_encoding(request.headers.get("accept-encoding"))
     prepared = await snapshot.prepared(media_type, encoding)
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and representation.matches(if_none_match):
+    headers = request.headers
+    if page_not_modified(
+        snapshot, representation, headers.get("if-none-match"), headers.get("if-modified-since")
+    ):
         return _Prepared(304, b"", prepared.not_modified_headers)
     return _Prepared(200, prepared.body, prepared.headers)
 

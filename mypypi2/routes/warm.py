@@ -16,9 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mypypi2.errors import NotAcceptable
 from mypypi2.files import METADATA_SUFFIX, Files
-from mypypi2.names import canonical_name
 from mypypi2.negotiate import choose_encoding, negotiate
 from mypypi2.pages import Pages
+from mypypi2.routes.conditional import page_not_modified
 
 # As routes/files.py answers: a filename's content never changes.
 _METADATA_HEADERS = [
@@ -54,11 +54,11 @@ def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
 
 
 async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Send) -> bool:
-    if name and canonical_name(name) != name:
-        return False  # a redirect or a 404: the route's business
     headers = _headers(scope["headers"])
     if b"cache-control" in headers:
         return False  # a client asking for revalidation is answered by the route
+    # Only canonical names of configured repositories are ever held, so anything else (a
+    # redirect, a 404: the route's business) misses here, with no name check of its own.
     snapshot = pages.warm(repository, name)
     if snapshot is None:
         return False
@@ -75,7 +75,13 @@ async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Se
             encoding = choose_encoding(accept_encoding.decode("latin-1"))
     prepared = await snapshot.prepared(media_type, encoding)
     if_none_match = headers.get(b"if-none-match")
-    if if_none_match is not None and representation.matches(if_none_match.decode("latin-1")):
+    if_modified_since = headers.get(b"if-modified-since")
+    if (if_none_match is not None or if_modified_since is not None) and page_not_modified(
+        snapshot,
+        representation,
+        None if if_none_match is None else if_none_match.decode("latin-1"),
+        None if if_modified_since is None else if_modified_since.decode("latin-1"),
+    ):
         await send(
             {"type": "http.response.start", "status": 304, "headers": prepared.not_modified_headers}
         )
