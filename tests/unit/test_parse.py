@@ -18,10 +18,11 @@ SHA = "ab" * 32
 SHA_UPPER = "AB" * 32
 
 
-def _json(files: list[dict[str, Any]], **top: Any) -> bytes:
+def _json(files: list[Any], **top: Any) -> bytes:
     doc: dict[str, Any] = {"meta": {"api-version": "1.1"}, "name": "demo-pkg", "files": files}
     doc.update(top)
-    return json.dumps(doc).encode()
+    # json.dumps writes inf as Infinity; 1e400 is the valid JSON number no float can hold.
+    return json.dumps(doc).replace("Infinity", "1e400").encode()
 
 
 def _html(anchors: str, head: str = "") -> bytes:
@@ -32,7 +33,7 @@ def _html(anchors: str, head: str = "") -> bytes:
     ).encode()
 
 
-def _page_json(files: list[dict[str, Any]], **top: Any) -> ProjectPage:
+def _page_json(files: list[Any], **top: Any) -> ProjectPage:
     return parse_project_page(_json(files, **top), JSON_CT, PAGE_URL, "demo-pkg")
 
 
@@ -199,12 +200,10 @@ def test_non_utf8_body_is_rejected(content_type: str) -> None:
         b"[]",
         b"<html></html>",
         b'{"meta": {"api-version": "1.0"}}',  # no files
-        b'{"files": []}',  # no meta
-        b'{"meta": {}, "files": []}',  # no api-version
-        b'{"meta": {"api-version": 1.0}, "files": []}',
         b'{"meta": {"api-version": "1.0"}, "files": {}}',
-        b'{"meta": {"api-version": "1.0"}, "files": [], "versions": "1.0"}',
-        b'{"meta": {"api-version": "1.0", "_last-serial": "7"}, "files": []}',
+        b'{"meta": {"api-version": "1.0"}, "files": "a-1.0.tar.gz"}',
+        b'{"meta": {"api-version": "1.0"}, "files": null}',
+        b'"files"',
     ],
 )
 def test_invalid_json_page_is_rejected(body: bytes) -> None:
@@ -213,27 +212,116 @@ def test_invalid_json_page_is_rejected(body: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("body", "serial"),
     [
-        ("hashes", {"sha256": 1}),
-        ("hashes", ["sha256", SHA]),
-        ("size", -1),
-        ("size", "10"),
-        ("size", 1.5),
-        ("yanked", 1),
-        ("requires-python", 3.8),
-        ("core-metadata", "true"),
-        ("gpg-sig", "false"),
-        ("upload-time", 1700000000),
-        ("filename", None),
-        ("url", None),
+        (b'{"files": []}', None),  # no meta: a page with files is usable
+        (b'{"meta": {}, "files": []}', None),  # no api-version
+        (b'{"meta": "1.0", "files": []}', None),
+        (b'{"meta": {"api-version": 1.0}, "files": []}', None),  # a number still has a major
+        (b'{"meta": {"api-version": null}, "files": []}', None),
+        (b'{"meta": {"api-version": "1.0"}, "files": [], "versions": "1.0"}', None),
+        (b'{"meta": {"api-version": "1.1", "_last-serial": "26356948"}, "files": []}', 26356948),
+        (b'{"meta": {"api-version": "1.1", "_last-serial": {"a": [1e400]}}, "files": []}', None),
+        (b'{"meta": {"api-version": "1.1", "_x": 1e400}, "files": [], "_y": [1e400]}', None),
+        (b'{"meta": {"api-version": "1.1"}, "files": [], "project-status": 1e400}', None),
     ],
 )
-def test_wrong_field_type_is_rejected(field: str, value: Any) -> None:
+def test_json_page_is_read_leniently(body: bytes, serial: int | None) -> None:
+    page = parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg")
+    assert page == ProjectPage(name="demo-pkg", files=(), versions=(), last_serial=serial)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attribute", "expected"),
+    [
+        ("hashes", {"sha256": 1}, "hashes", {}),
+        ("hashes", {"sha256": SHA, "md5": "zz"}, "hashes", {"sha256": SHA}),
+        ("hashes", ["sha256", SHA], "hashes", {}),
+        ("hashes", "sha256=" + SHA, "hashes", {}),
+        ("size", -1, "size", None),
+        ("size", "10", "size", None),
+        ("size", 1.5, "size", None),
+        ("size", True, "size", None),
+        ("size", 2**63, "size", None),  # PostgreSQL bigint
+        ("size", 10**30, "size", None),
+        ("size", 2**63 - 1, "size", 2**63 - 1),
+        ("size", float("inf"), "size", None),  # written as 1e400: beyond any float
+        ("yanked", 1, "yanked", ""),
+        ("yanked", 0, "yanked", None),
+        ("yanked", None, "yanked", None),
+        ("yanked", [], "yanked", None),
+        ("yanked", {"reason": "x"}, "yanked", ""),
+        ("requires-python", 3.8, "requires_python", None),
+        ("requires-python", "", "requires_python", None),
+        ("core-metadata", "true", "core_metadata", None),
+        ("core-metadata", 1, "core_metadata", None),
+        ("core-metadata", {"sha256": 1}, "core_metadata", {}),
+        ("gpg-sig", "false", "gpg_sig", None),
+        ("upload-time", 1700000000, "upload_time", None),
+        ("upload-time", "yesterday", "upload_time", None),
+        ("provenance", 7, "provenance", None),
+    ],
+)
+def test_wrong_field_type_costs_only_that_field(
+    field: str, value: Any, attribute: str, expected: Any
+) -> None:
     entry = {"filename": "demo_pkg-1.0.tar.gz", "url": f"{FILES}/demo_pkg-1.0.tar.gz"}
     entry[field] = value
-    with pytest.raises(MalformedPage, match=r"invalid JSON page: .*\$\.files\[0\]"):
-        _page_json([entry])
+    other = {"filename": "demo_pkg-2.0.tar.gz", "url": f"{FILES}/demo_pkg-2.0.tar.gz"}
+    page = _page_json([entry, other])
+    assert [f.filename for f in page.files] == ["demo_pkg-1.0.tar.gz", "demo_pkg-2.0.tar.gz"]
+    assert getattr(page.files[0], attribute) == expected
+    assert page.files[0].url == f"{FILES}/demo_pkg-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"filename": None, "url": f"{FILES}/demo_pkg-1.0.tar.gz"},
+        {"filename": 1, "url": f"{FILES}/demo_pkg-1.0.tar.gz"},
+        {"url": f"{FILES}/demo_pkg-1.0.tar.gz"},
+        {"filename": "demo_pkg-1.0.tar.gz", "url": None},
+        {"filename": "demo_pkg-1.0.tar.gz", "url": ["x"]},
+        {"filename": "demo_pkg-1.0.tar.gz"},
+        {"filename": "demo_pkg-1.0.tar.gz", "url": 1e400, "size": 1},
+        "demo_pkg-1.0.tar.gz",
+        None,
+        [1, 2],
+        float("inf"),
+    ],
+)
+def test_an_unusable_file_entry_costs_only_that_entry(entry: Any) -> None:
+    other = {"filename": "demo_pkg-2.0.tar.gz", "url": f"{FILES}/demo_pkg-2.0.tar.gz"}
+    page = _page_json([entry, other])
+    assert [f.filename for f in page.files] == ["demo_pkg-2.0.tar.gz"]
+
+
+def test_dropped_entries_and_fields_are_logged_once_per_field(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    files: list[dict[str, Any]] = [
+        {"filename": f"demo_pkg-{n}.0.tar.gz", "url": f"{FILES}/demo_pkg-{n}.0.tar.gz"}
+        for n in range(4)
+    ]
+    files[0]["upload-time"] = "yesterday"
+    files[1]["upload-time"] = "tomorrow"
+    files[2]["url"] = None
+    with caplog.at_level("WARNING", logger="mypypi2.upstream"):
+        page = _page_json(files)
+    assert len(page.files) == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    upload, entry = sorted(messages, key=lambda m: "upload-time" not in m)
+    assert "demo-pkg" in upload and PAGE_URL in upload
+    assert "upload-time of 2 entries" in upload and "'yesterday'" in upload
+    assert "the whole entry of 1 entries" in entry and "url None" in entry
+
+
+def test_a_clean_page_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="mypypi2.upstream"):
+        parse_project_page(SAME_JSON, JSON_CT, PAGE_URL, "demo-pkg")
+        parse_project_page(SAME_HTML, HTML_CT, PAGE_URL, "demo-pkg")
+    assert caplog.records == []
 
 
 @pytest.mark.parametrize("version", ["2.0", "0.9", "v1", ""])
@@ -252,7 +340,7 @@ def test_unsupported_api_version_is_rejected(version: str) -> None:
         parse_project_list(html, HTML_CT)
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.4", "1"])
+@pytest.mark.parametrize("version", ["1.0", "1.4", "1", "1.99", "1.4.2"])
 def test_any_v1_api_version_is_accepted(version: str) -> None:
     body = json.dumps({"meta": {"api-version": version}, "files": []}).encode()
     assert parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg").files == ()
@@ -351,10 +439,20 @@ def test_upload_time_variants(value: str, expected: dt.datetime) -> None:
     assert parsed.tzinfo is UTC
 
 
-@pytest.mark.parametrize("value", ["yesterday", "", "2024-13-01T00:00:00Z", "2024-01-02T25:00Z"])
-def test_unparseable_upload_time_is_rejected(value: str) -> None:
-    with pytest.raises(MalformedPage, match="upload-time"):
-        _one_json(**{"upload-time": value})
+@pytest.mark.parametrize(
+    "value",
+    [
+        "yesterday",
+        "",
+        "2024-13-01T00:00:00Z",
+        "2024-01-02T25:00Z",
+        "9999-12-31T23:59:59-01:00",  # valid, but past datetime.max once in UTC
+        "0001-01-01T00:00:00+01:00",
+    ],
+)
+def test_unparseable_upload_time_drops_only_that_field(value: str) -> None:
+    file = _one_json(**{"upload-time": value}, size=7)
+    assert (file.upload_time, file.size) == (None, 7)
 
 
 def test_upload_time_absent_or_null() -> None:
@@ -408,9 +506,9 @@ def test_unterminated_tag_is_rejected(body: bytes) -> None:
         parse_project_list(body, HTML_CT)
 
 
-def test_anchor_without_href_is_rejected() -> None:
-    with pytest.raises(MalformedPage, match="without href"):
-        _page_html('<a href="a-1.0.tar.gz">a</a><a name="x">b-1.0.tar.gz</a>')
+def test_anchor_without_href_is_skipped() -> None:
+    page = _page_html('<a href="a-1.0.tar.gz">a</a><a name="x">b-1.0.tar.gz</a><a>c</a>')
+    assert [f.filename for f in page.files] == ["a-1.0.tar.gz"]
 
 
 @pytest.mark.parametrize(
@@ -431,9 +529,10 @@ def test_non_html_body_is_rejected(body: bytes) -> None:
         parse_project_list(body, HTML_CT)
 
 
-def test_broken_declaration_is_rejected() -> None:
-    with pytest.raises(MalformedPage, match="malformed HTML"):
-        parse_project_page(b"<html><![bogus[ x ]]></html>", HTML_CT, PAGE_URL, "demo-pkg")
+def test_bogus_declarations_are_comments() -> None:
+    body = b'<html><![bogus[ <a href="x-1.0.tar.gz"> ]]><? pi <a> ?><a href="a-1.0.tar.gz">'
+    page = parse_project_page(body, HTML_CT, PAGE_URL, "demo-pkg")
+    assert [f.filename for f in page.files] == ["a-1.0.tar.gz"]
 
 
 def test_html_page_with_no_anchors_is_an_empty_project() -> None:
@@ -690,14 +789,24 @@ def test_empty_project_list() -> None:
     [
         b"{",
         b'{"meta": {"api-version": "1.0"}}',
-        b'{"meta": {"api-version": "1.0"}, "projects": ["alpha"]}',
-        b'{"meta": {"api-version": "1.0"}, "projects": [{"name": 1}]}',
-        b'{"projects": []}',
+        b'{"meta": {"api-version": "1.0"}, "projects": {}}',
+        b"[]",
     ],
 )
 def test_invalid_project_list_json_is_rejected(body: bytes) -> None:
     with pytest.raises(MalformedPage, match="invalid JSON page"):
         parse_project_list(body, JSON_CT)
+
+
+def test_project_list_json_drops_only_unusable_entries() -> None:
+    body = (
+        b'{"projects": ["alpha", {"name": 1}, {"name": "beta", "x": 1e400}, {"name": ""},'
+        b' {"name": "gamma", "_serial": "x"}, null, {"name": "delta"}],'
+        b' "meta": {"api-version": "1.7", "_last-serial": "12"}}'
+    )
+    assert parse_project_list(body, JSON_CT) == ProjectList(
+        names=("beta", "gamma", "delta"), last_serial=12
+    )
 
 
 @pytest.mark.parametrize("body", [b"<html>\x00</html>", b'{"name": "\\u0000"}'])
