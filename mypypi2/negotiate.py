@@ -146,11 +146,17 @@ def _quality(offer: str, ranges: list[tuple[str, str, float]]) -> float:
 _CODINGS = ("zstd", "gzip")
 
 
-@functools.lru_cache(maxsize=256)
 def choose_encoding(accept_encoding: str | None) -> str | None:
-    """The content coding to compress with, or None for the identity (RFC 9110 §12.5.3)."""
+    """The content coding to compress with, or None for the identity (RFC 9110 §12.5.3).
+
+    A header longer than any client sends is not read (nor memoized): the identity."""
     if not accept_encoding or len(accept_encoding) > _MAX_CACHED_LENGTH:
         return None
+    return _choose_encoding(accept_encoding)
+
+
+@functools.lru_cache(maxsize=256)
+def _choose_encoding(accept_encoding: str) -> str | None:
     weights: dict[str, float] = {}
     for item in accept_encoding.split(","):
         coding, *params = item.split(";")

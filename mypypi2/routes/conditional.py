@@ -6,12 +6,13 @@ Header values arrive as any string a client can send: nothing here raises on one
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import functools
 from email.utils import parsedate_tz
 
 from starlette.requests import Request
 
-from mypypi2.snapshot import Representation, Snapshot
+from mypypi2.snapshot import Representation
 
 # The longest HTTP-date (RFC 850 form, a long weekday) is 36 characters; anything much
 # longer is not one, and is neither parsed nor memoized.
@@ -27,12 +28,13 @@ def etag_matches(request: Request, etag: str) -> bool:
 
 
 def page_not_modified(
-    snapshot: Snapshot,
     representation: Representation,
+    changed_at: dt.datetime,
     if_none_match: str | None,
     if_modified_since: str | None,
 ) -> bool:
-    """Whether a GET of this page representation is answered 304 (RFC 9110 §13.2.2).
+    """Whether a GET of a page representation last changed at `changed_at` (its
+    Last-Modified) is answered 304 (RFC 9110 §13.2.2).
 
     If-None-Match decides when present, If-Modified-Since is then not looked at (§13.1.3:
     entity tags are the more accurate validator).
@@ -44,7 +46,7 @@ def page_not_modified(
     since = http_date(if_modified_since)
     # Last-Modified is sent in whole seconds, so compare in whole seconds: a client echoing
     # it back must get its 304.
-    return since is not None and int(snapshot.changed_at.timestamp()) <= since
+    return since is not None and int(changed_at.timestamp()) <= since
 
 
 def http_date(value: str) -> int | None:

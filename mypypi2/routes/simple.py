@@ -131,7 +131,10 @@ async def _page_response(request: Request, snapshot: Snapshot, media_type: str) 
     prepared = await snapshot.prepared(media_type, encoding)
     headers = request.headers
     if page_not_modified(
-        snapshot, representation, headers.get("if-none-match"), headers.get("if-modified-since")
+        representation,
+        snapshot.changed_at,
+        headers.get("if-none-match"),
+        headers.get("if-modified-since"),
     ):
         return _Prepared(304, b"", prepared.not_modified_headers)
     return _Prepared(200, prepared.body, prepared.headers)

@@ -10,6 +10,7 @@ simple.py and files.py, which give the same answers the slow way.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -77,8 +78,8 @@ async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Se
     if_none_match = headers.get(b"if-none-match")
     if_modified_since = headers.get(b"if-modified-since")
     if (if_none_match is not None or if_modified_since is not None) and page_not_modified(
-        snapshot,
         representation,
+        snapshot.changed_at,
         None if if_none_match is None else if_none_match.decode("latin-1"),
         None if if_modified_since is None else if_modified_since.decode("latin-1"),
     ):
@@ -103,16 +104,20 @@ async def _file(
     if stored is None:
         return False
     headers = _headers(scope["headers"])
-    if b"range" in headers or b"if-none-match" in headers:
+    if b"range" in headers or b"if-none-match" in headers or b"if-modified-since" in headers:
         return False
     path = files.storage.local_path(stored.key)
     if path is None:
         return False  # S3: the route redirects or streams through
+    if not os.path.isfile(path):  # noqa: ASYNC240 - one stat, of an inode in memory
+        return False  # lost by the store: the route fetches it again
     response_headers = [
         *_FILE_HEADERS,
         (b"etag", f'"{stored.sha256}"'.encode()),
         (b"content-length", str(stored.size).encode()),
     ]
+    if stored.last_modified is not None:
+        response_headers.append((b"last-modified", stored.last_modified.encode()))
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.pathsend", "path": str(path)})
     return True

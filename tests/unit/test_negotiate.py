@@ -84,6 +84,14 @@ def test_media_types_are_the_exact_pep691_strings() -> None:
         pytest.param(f"{JSON_V1};q=-1, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-negative"),
         pytest.param(f"{JSON_V1};q=0.0001, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-four-digits"),
         pytest.param(f"{JSON_V1};q=nan, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-nan"),
+        pytest.param(f"{JSON_V1};q=1e999, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-overflow"),
+        pytest.param(f"{JSON_V1};q=inf, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-inf"),
+        pytest.param(f"{JSON_V1};q=-0, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-minus-zero"),
+        pytest.param(f"{JSON_V1};q=\uff11, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-fullwidth"),
+        pytest.param(f"{JSON_V1};q=, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-empty"),
+        pytest.param(f"{JSON_V1};q, {TEXT_HTML};q=0.1", TEXT_HTML, id="q-no-value"),
+        pytest.param(f"{JSON_V1};q=0., {TEXT_HTML};q=1.", TEXT_HTML, id="q-trailing-dot"),
+        pytest.param(f"{TEXT_HTML};q=0.5;q=1e999, {JSON_V1};q=0.4", TEXT_HTML, id="q-first"),
         # Other parameters do not stop a match.
         pytest.param(f"{JSON_V1}; charset=utf-8", JSON_V1, id="charset"),
         pytest.param(f"{TEXT_HTML};level=1;q=0.5, {JSON_V1};q=0.4", TEXT_HTML, id="level"),
@@ -225,6 +233,10 @@ PIP_ACCEPT_ENCODING = "gzip, deflate"
         pytest.param("zstd;q=abc, gzip;q=0.1", "gzip", id="q-garbage"),
         pytest.param("zstd;q=1.5, gzip;q=0.1", "gzip", id="q-above-one"),
         pytest.param("gzip;q=-1", None, id="q-negative"),
+        pytest.param("zstd;q=1e999, gzip;q=0.1", "gzip", id="q-overflow"),
+        pytest.param("zstd;q=nan, gzip;q=inf", None, id="q-nan-inf"),
+        pytest.param(";;;, ,", None, id="only-separators"),
+        pytest.param("\xff\xfe, gzip", "gzip", id="latin-1-junk"),
     ],
 )
 def test_choose_encoding(accept_encoding: str | None, expected: str | None) -> None:
@@ -233,4 +245,8 @@ def test_choose_encoding(accept_encoding: str | None, expected: str | None) -> N
 
 def test_choose_encoding_ignores_a_huge_header() -> None:
     # Not parsed (nor memoized): an oversized header costs nothing and compresses nothing.
-    assert negotiate.choose_encoding("zstd, " + "x, " * 1000) is None
+    negotiate.choose_encoding("gzip")
+    size = negotiate._choose_encoding.cache_info().currsize
+    for filler in range(3):
+        assert negotiate.choose_encoding(f"zstd, {filler}, " + "x, " * 1000) is None
+    assert negotiate._choose_encoding.cache_info().currsize == size
