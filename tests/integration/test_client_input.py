@@ -281,6 +281,20 @@ async def test_control_characters_in_the_repository_segment_are_404(
     assert upstream.hits["/simple/demo/"] == 1
 
 
+@pytest.mark.parametrize(
+    "path", ["/pypi/simple/Demo", "/pypi/simple/v1+json", "/pypi/simple/v1+html", "/pypi/simple"]
+)
+async def test_urls_that_can_exist_are_still_given_their_slash(
+    start_cache: StartCache, upstream: LocalUpstream, path: str
+) -> None:
+    cache = await start_cache()
+
+    status, headers = await raw_get(cache, path.encode())
+
+    assert (status, headers[b"location"]) == (308, path.encode() + b"/")
+    assert upstream.requests == []
+
+
 # -- conditional requests on pages -----------------------------------------------------------
 
 # The warm path answers plain GETs of held pages; a query string sends the same request

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mypypi2 import names
@@ -71,6 +71,9 @@ def test_names_over_the_cap_are_not_memoized() -> None:
 
 @PROPERTY
 @given(st.text())
+@example("\u017fix")
+@example("\u0131dna")
+@example("six\n")
 def test_canonical_name_of_any_text_is_none_or_canonical(name: str) -> None:
     canonical = names.canonical_name(name)
     if canonical is None:
