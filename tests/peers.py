@@ -36,7 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -105,37 +105,55 @@ def tree(carries: frozenset[str]) -> list[UpstreamProject]:
 # --- the venv -------------------------------------------------------------------------------
 
 
-def peers_venv_dir() -> Path:
-    key = "\n".join((sys.version, sys.base_prefix, *PEER_REQUIREMENTS))
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"mypypi2-peers-{digest}"
+def machine_cache(prefix: str, key: list[str], build: Callable[[Path], None]) -> Path:
+    """A directory kept between test runs on this machine: /tmp/<prefix>-<hash of key>.
+
+    `build` fills it the first time. It is built in place (a venv cannot be moved: its
+    scripts name their interpreter) under a lock, and counts as built once the marker with
+    the key is written, so an interrupted build is redone rather than trusted.
+    """
+    wanted = "\n".join((sys.version, sys.base_prefix, *key)) + "\n"
+    digest = hashlib.sha256(wanted.encode()).hexdigest()[:12]
+    directory = Path(tempfile.gettempdir()) / f"{prefix}-{digest}"
+    marker = directory / "mypypi2-cache-key.txt"
+    with open(f"{directory}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text() == wanted:
+            return directory
+        shutil.rmtree(directory, ignore_errors=True)
+        build(directory)
+        marker.write_text(wanted)
+    return directory
+
+
+def check_call(argv: list[str | Path], what: str, env: Mapping[str, str] | None = None) -> None:
+    """Run a set-up command (no event loop is needed yet); its output only on failure."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    done = subprocess.run(
+        [str(arg) for arg in argv],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=VENV_BUILD_TIMEOUT,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {argv}\n{done.stdout}\n{done.stderr}")
+
+
+def _build_peers_venv(venv: Path) -> None:
+    check_call([sys.executable, "-m", "venv", venv], "the peers' venv")
+    check_call(
+        [venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         *PEER_REQUIREMENTS],
+        "installing the peers",
+    )  # fmt: skip
 
 
 def ensure_peers_venv() -> Path:
     """The bin/ of the peers' venv, built on first use (from the index pip is set up with)."""
-    venv = peers_venv_dir()
-    marker = venv / "mypypi2-requirements.txt"
-    wanted = "\n".join(PEER_REQUIREMENTS) + "\n"
-    with open(f"{venv}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file() and marker.read_text() == wanted:
-            return venv / "bin"
-        # A venv cannot be moved (its scripts name their interpreter), so it is built in
-        # place, under the lock, and counts as built once the marker is written.
-        shutil.rmtree(venv, ignore_errors=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-        for argv in (
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-             "--disable-pip-version-check", *PEER_REQUIREMENTS],
-        ):  # fmt: skip
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=VENV_BUILD_TIMEOUT
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"building the peers' venv failed: {argv}\n{done.stderr}")
-        marker.write_text(wanted)
-    return venv / "bin"
+    return machine_cache("mypypi2-peers", list(PEER_REQUIREMENTS), _build_peers_venv) / "bin"
 
 
 @pytest.fixture(scope="session")
