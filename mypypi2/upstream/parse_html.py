@@ -192,14 +192,12 @@ def decode_text(body: bytes) -> str:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MalformedPage(f"body is not UTF-8: {exc}") from exc
-    _check_no_nul(text)
-    return text
+    return _without_nul(text)
 
 
-def _check_no_nul(text: str) -> None:
-    # No index has a use for NUL, and PostgreSQL text cannot hold it.
-    if "\x00" in text:
-        raise MalformedPage("body contains a NUL character")
+def _without_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; an HTML tokenizer reads it as U+FFFD anyway.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def parse_page(body: bytes, page_url: str, project: str) -> ProjectPage:
@@ -250,8 +248,7 @@ class HtmlListParser:
             text = self._decoder.decode(chunk, final)
         except UnicodeDecodeError as exc:
             raise MalformedPage(f"body is not UTF-8: {exc}") from exc
-        _check_no_nul(text)
-        return text
+        return _without_nul(text)
 
 
 def _distinct(anchors: list[str], drops: DropLog) -> Iterator[dict[str, str | None]]:

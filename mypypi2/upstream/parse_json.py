@@ -107,7 +107,7 @@ def parse_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         project,
         entries,
         drops,
-        [v for v in versions if isinstance(v, str)] if isinstance(versions, list) else (),
+        [v for v in versions if _text(v)] if isinstance(versions, list) else (),
         _text(status.status),
         _text(status.reason),
         serial,
@@ -138,10 +138,10 @@ def _list_names(body: bytearray, drops: DropLog) -> tuple[list[str], int | None]
     top = _decode_top(body, _LIST)
     serial = _read_meta(top.meta)
     projects = _decode_each(top.projects, _PROJECTS, _PROJECT, drops, "projects")
-    names = [p.name for p in projects if isinstance(p.name, str) and p.name]
+    names = [p.name for p in projects if isinstance(p.name, str) and _text(p.name)]
     if len(names) < len(projects):
         for index, project in enumerate(projects):
-            if not isinstance(project.name, str) or not project.name:
+            if _text(project.name) is None:
                 drops.drop("the whole entry", f"projects[{index}]", f"name {project.name!r}")
     return names, serial
 
@@ -154,10 +154,6 @@ def _decode_top(
     view = memoryview(body)
     if view[:3] == _BOM:
         view = view[3:]  # tolerated, as by any JSON reader of a UTF-8 text
-    # No index has a use for NUL, and PostgreSQL text cannot hold it; a raw NUL is invalid
-    # JSON, the escape is refused here (a literal backslash before "u0000" is too: harmless).
-    if body.find(b"\\u0000") >= 0:
-        raise MalformedPage("body contains a NUL character")
     try:
         return decoder.decode(view)
     except msgspec.DecodeError as exc:  # also covers ValidationError
@@ -282,13 +278,15 @@ def _file_from_json(raw: _File, resolver: Resolver, drops: DropLog) -> FileEntry
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    # PostgreSQL text cannot hold NUL (JSON can, as an escape): such a string is no string.
+    return value if isinstance(value, str) and value and "\x00" not in value else None
 
 
 def _text_field(value: object, drops: DropLog, filename: str, what: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        drops.drop(what, filename, f"{value!r} is not a string")
-    return _text(value)
+    text = _text(value)
+    if text is None and value is not None and value != "":
+        drops.drop(what, filename, f"{value!r} is not a string of text")
+    return text
 
 
 def _hashes(value: object, drops: DropLog, filename: str, what: str) -> dict[str, str]:
@@ -303,7 +301,10 @@ def _hashes(value: object, drops: DropLog, filename: str, what: str) -> dict[str
 def _yanked(value: object, drops: DropLog, filename: str) -> str | None:
     # PEP 592: `true` or a reason; an empty reason still means yanked.
     if isinstance(value, str):
-        return value
+        if "\x00" not in value:
+            return value
+        drops.drop("yanked reason", filename, f"{value!r} holds a NUL")
+        return ""
     if value is None or isinstance(value, bool):
         return "" if value else None
     # 1 / 0 and the like: yanked when truthy, with no reason we could show.

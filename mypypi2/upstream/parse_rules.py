@@ -37,6 +37,8 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 # long way costs three quarters of a large JSON page's parse time.
 # A path segment no URL parser changes (no dot segment, scheme, query or whitespace).
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.~%!$&'()*+,;=@-]+")
+_PLAIN_FRAGMENT = re.compile(r"[!-~]*+")  # printable ASCII, no space
+_PLAIN_DIRECTORY = re.compile(r"[!->@-~]*+")  # the same without "?"
 _PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.-]++(?::[0-9]*+)?(?:[/?][!-\"$-~]*+)?(?<!\?)")
 
 
@@ -134,11 +136,16 @@ class Resolver:
 
     def resolve(self, href: str) -> tuple[str, str] | None:
         """(absolute URL without fragment, fragment), or None when it is not an HTTP URL."""
+        if "\x00" in href:
+            return None  # not storable as text, not sendable in a request line
         url, _, fragment = href.partition("#")
+        if not _PLAIN_FRAGMENT.fullmatch(fragment):
+            return _join(self._base, href)  # urlsplit drops tabs and newlines, even here
         if _PLAIN_ABSOLUTE.fullmatch(url):
             return url, fragment
         directory, slash, name = url.rpartition("/")
-        if _PLAIN_SEGMENT.fullmatch(name) and name not in (".", "..") and "?" not in url:
+        plain = _PLAIN_SEGMENT.fullmatch(name) and _PLAIN_DIRECTORY.fullmatch(directory)
+        if plain and name not in (".", ".."):
             directory += slash
             if directory not in self._directories:
                 # The merged path's dot segments resolve the same whatever plain name follows.

@@ -3,12 +3,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from mypypi2.errors import MalformedPage
 from mypypi2.models import FileEntry, ProjectList, ProjectPage
-from mypypi2.upstream.parse import parse_project_list, parse_project_page
+from mypypi2.upstream.parse import (
+    ProjectListParser,
+    parse_project_list,
+    parse_project_page,
+    serial_from,
+)
 
 PAGE_URL = "https://upstream.example/simple/demo-pkg/"
 FILES = "https://files.example/packages"
@@ -809,9 +815,239 @@ def test_project_list_json_drops_only_unusable_entries() -> None:
     )
 
 
-@pytest.mark.parametrize("body", [b"<html>\x00</html>", b'{"name": "\\u0000"}'])
-def test_nul_characters_are_rejected(body: bytes) -> None:
-    # PostgreSQL text cannot hold NUL: refuse the page rather than fail storing it.
-    content_type = JSON_CT if body.startswith(b"{") else HTML_CT
-    with pytest.raises(MalformedPage, match="NUL"):
-        parse_project_page(body, content_type, PAGE_URL, "demo-pkg")
+def test_nul_characters_cost_only_their_field() -> None:
+    # PostgreSQL text cannot hold NUL: no NUL may reach the store, and no page is lost to one.
+    body = _json(
+        [
+            {"filename": "a\x00-1.0.tar.gz", "url": "a-1.0.tar.gz"},
+            {"filename": "b-1.0.tar.gz", "url": "b\x00-1.0.tar.gz"},
+            {
+                "filename": "c-1.0.tar.gz",
+                "url": "c-1.0.tar.gz",
+                "yanked": "x\x00",
+                "requires-python": ">=3\x00",
+                "provenance": "\x00",
+            },
+        ],
+        versions=["1.0\x00", "2.0"],
+        **{"project-status": {"status": "\x00"}},
+    )
+    assert b"\\u0000" in body
+    page = parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg")
+    (file,) = page.files
+    assert (file.filename, file.yanked, file.requires_python, file.provenance) == (
+        "c-1.0.tar.gz",
+        "",
+        None,
+        None,
+    )
+    assert (page.versions, page.status) == (("2.0",), None)
+    html = _page_html('<a href="a\x00-1.0.tar.gz" data-yanked="x\x00y">a</a>')
+    assert [(f.filename, f.yanked) for f in html.files] == [("a\ufffd-1.0.tar.gz", "x\ufffdy")]
+    listing = parse_project_list(b'{"projects": [{"name": "a\\u0000"}, {"name": "b"}]}', JSON_CT)
+    assert listing.names == ("b",)
+    assert parse_project_list(b"<a>n\x00</a>", HTML_CT).names == ("n\ufffd",)
+
+
+# --- serials, big integers, odd Unicode -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (42, 42),
+        ("26356948", 26356948),
+        ("007", 7),
+        (0, 0),
+        (2**63 - 1, 2**63 - 1),
+        (2**63, None),  # PostgreSQL bigint
+        (10**30, None),
+        (str(2**63), None),
+        ("9" * 40, None),
+        (-1, None),
+        ("-1", None),
+        ("²", None),  # isdigit() says yes, int() says no
+        ("١٢", None),  # Arabic-Indic digits
+        (" 7", None),
+        ("", None),
+        (1.0, None),
+        (True, None),
+        (None, None),
+        ([1], None),
+    ],
+)
+def test_last_serial_values(value: Any, expected: int | None) -> None:
+    assert serial_from(value) == expected
+    page = _page_json([], meta={"api-version": "1.1", "_last-serial": value})
+    assert page.last_serial == expected
+
+
+def test_lone_surrogate_escapes_become_replacement_characters() -> None:
+    body = (
+        b'{"meta": {"api-version": "1.1"}, "files": [{"filename": "demo_pkg-1.0.tar.gz",'
+        b' "url": "demo_pkg-1.0.tar.gz", "yanked": "bad \\ud800 build \\\\ud800 \\ud83d\\ude00"}]}'
+    )
+    (file,) = parse_project_page(body, JSON_CT, PAGE_URL, "demo-pkg").files
+    assert file.yanked == "bad \ufffd build \\ud800 \U0001f600"
+    file.yanked.encode()  # storable as UTF-8 text
+
+
+# --- filenames: one rule for both formats ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("filename", "kept"),
+    [
+        ("a" * 248 + ".tar.gz", True),  # 255 bytes
+        ("a" * 249 + ".tar.gz", False),
+        ("é" * 124 + ".tar.gz", True),  # 248 + 7 bytes
+        ("é" * 125 + ".tar.gz", False),  # 125 characters, but 257 bytes
+        ("a" * 3000 + ".tar.gz", False),  # once overflowed the btree index of files
+    ],
+)
+def test_filenames_over_255_bytes_are_dropped(filename: str, kept: bool) -> None:
+    ok = {"filename": "ok-1.0.tar.gz", "url": "ok-1.0.tar.gz"}
+    page = _page_json([{"filename": filename, "url": quote(filename)}, ok])
+    assert ("ok-1.0.tar.gz" in [f.filename for f in page.files]) is True
+    assert (filename in [f.filename for f in page.files]) is kept
+    html_page = _page_html(f'<a href="{quote(filename)}">x</a><a href="ok-1.0.tar.gz">ok</a>')
+    assert (filename in [f.filename for f in html_page.files]) is kept
+
+
+def test_html_filename_is_the_percent_decoded_last_segment() -> None:
+    file = _one_html("", href=f"{FILES}/a/b/demo%2Bpkg-1.0%20x.tar.gz?x=/y.whl#md5=00ff")
+    assert file.filename == "demo+pkg-1.0 x.tar.gz"
+    assert file.url == f"{FILES}/a/b/demo%2Bpkg-1.0%20x.tar.gz?x=/y.whl"
+
+
+# --- HTML as other servers write it ---------------------------------------------------------
+
+
+def test_uppercase_unquoted_and_reordered_attributes() -> None:
+    page = _page_html(
+        f"<A DATA-REQUIRES-PYTHON='&gt;=3.8' HREF={FILES}/a-1.0.tar.gz#SHA256={SHA_UPPER}"
+        " Data-Yanked>a</A>\n"
+        f"<a\nhref\n=\n'{FILES}/b-1.0.tar.gz'\tdata-yanked=why>b</a>"
+        f"<a data-core-metadata=true href={FILES}/c-1.0.tar.gz />c</a>"
+        # HTML: an unquoted value runs to whitespace or ">": this URL ends in "/", no file.
+        f"<a href={FILES}/d-1.0.tar.gz/>d</a>"
+    )
+    a, b, c = page.files
+    assert (a.filename, a.hashes, a.requires_python, a.yanked) == (
+        "a-1.0.tar.gz",
+        {"sha256": SHA},
+        ">=3.8",
+        "",
+    )
+    assert (b.url, b.yanked) == (f"{FILES}/b-1.0.tar.gz", "why")
+    assert (c.filename, c.core_metadata) == ("c-1.0.tar.gz", {})
+
+
+def test_markup_characters_inside_quoted_values() -> None:
+    page = _page_html(
+        f'<a data-yanked="a > b <a href=x-1.0.tar.gz>" href="{FILES}/a-1.0.tar.gz">a</a>'
+        f"<a href='{FILES}/b-1.0.tar.gz' data-requires-python='>=3.8,<4'>b</a>"
+    )
+    assert [(f.filename, f.yanked, f.requires_python) for f in page.files] == [
+        ("a-1.0.tar.gz", "a > b <a href=x-1.0.tar.gz>", None),
+        ("b-1.0.tar.gz", None, ">=3.8,<4"),
+    ]
+
+
+def test_repeated_attributes_keep_the_first() -> None:
+    file = _one_html(f'href="{FILES}/other-1.0.tar.gz"', href=f"{FILES}/a-1.0.tar.gz")
+    assert file.filename == "a-1.0.tar.gz"
+
+
+def test_anchors_in_comments_scripts_and_styles_are_not_files() -> None:
+    page = _page_html(
+        '<!-- <a href="c-1.0.tar.gz">c</a> -->'
+        '<script>var s = "<a href=\\"s-1.0.tar.gz\\">";</script>'
+        '<STYLE>a[href="t-1.0.tar.gz"] {}</STYLE >'
+        "<!---->"
+        '<a href="a-1.0.tar.gz">a</a>'
+    )
+    assert [f.filename for f in page.files] == ["a-1.0.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    ("base", "href", "url"),
+    [
+        (f"{FILES}/root/", "a-1.0.tar.gz", f"{FILES}/root/a-1.0.tar.gz"),
+        ("/mirror/", "../a-1.0.tar.gz", "https://upstream.example/a-1.0.tar.gz"),
+        ("../../packages/", "a-1.0.tar.gz", "https://upstream.example/packages/a-1.0.tar.gz"),
+        (f"{FILES}/root/", f"{FILES}/abs/a-1.0.tar.gz", f"{FILES}/abs/a-1.0.tar.gz"),
+        ("ftp://files.example/", "a-1.0.tar.gz", f"{PAGE_URL}a-1.0.tar.gz"),  # not a usable base
+    ],
+)
+def test_base_href_is_the_base_of_every_link(base: str, href: str, url: str) -> None:
+    before = _page_html(f'<a href="{href}">x</a>', head=f'<base href="{base}">')
+    (file,) = before.files
+    assert file.url == url
+    # Only the first <base> counts, and it counts for links before it too (HTML).
+    after = _page_html(f'<a href="{href}">x</a><base href="{base}"><base href="/other/">')
+    assert after.files[0].url == url
+
+
+def test_md5_only_page_keeps_md5_and_drops_other_algorithms() -> None:
+    page = _page_html(
+        f'<a href="{FILES}/a-1.0.tar.gz#md5=00FF00FF00FF00FF00FF00FF00FF00FF">a</a>'
+        f'<a href="{FILES}/b-1.0.tar.gz#sha1={"ab" * 20}">b</a>'
+        f'<a href="{FILES}/c-1.0.tar.gz#egg=c&amp;sha256={SHA}">c</a>'
+    )
+    assert [f.hashes for f in page.files] == [{"md5": "00ff" * 8}, {}, {"sha256": SHA}]
+
+
+def test_unterminated_script_is_rejected() -> None:
+    with pytest.raises(MalformedPage, match="unterminated <script>"):
+        _page_html('<script>var x = 1; <a href="a-1.0.tar.gz">')
+
+
+def test_html_token_over_one_mib_is_rejected() -> None:
+    with pytest.raises(MalformedPage, match="longer than"):
+        _page_html(f'<a href="a-1.0.tar.gz" data-x="{"x" * (1 << 20)}">a</a>')
+    with pytest.raises(MalformedPage, match="longer than"):
+        _page_html(f"<!-- {'x' * (1 << 20)} -->")
+
+
+# --- the incremental project list parser ----------------------------------------------------
+
+
+def test_project_list_parser_rejects_unknown_types_at_once() -> None:
+    with pytest.raises(MalformedPage, match="unexpected Content-Type"):
+        ProjectListParser("application/json")
+
+
+@pytest.mark.parametrize("content_type", [JSON_CT, HTML_CT])
+def test_project_list_parser_fed_byte_by_byte(content_type: str) -> None:
+    names = ["Alpha", "b&c", "ünï", "d"]
+    if content_type == JSON_CT:
+        body = json.dumps(
+            {
+                "meta": {"api-version": "1.1", "_last-serial": "3"},
+                "projects": [{"name": n} for n in names],
+            },
+            ensure_ascii=False,
+        ).encode()
+    else:
+        body = _html(
+            "".join(f'<a href="/simple/{n}/">{n.replace("&", "&amp;")}</a>' for n in names)
+        )
+    parser = ProjectListParser(content_type)
+    for index in range(len(body)):
+        parser.feed(body[index : index + 1])
+    listing = parser.close()
+    assert listing == parse_project_list(body, content_type)
+    assert listing.names == tuple(names)
+
+
+def test_project_list_parser_keeps_nothing_but_names() -> None:
+    # A 1 MiB comment split over many chunks is still refused like a whole one.
+    body = b"<html><!-- " + b"x" * (1 << 20) + b" --><a>n</a>"
+    parser = ProjectListParser(HTML_CT)
+    with pytest.raises(MalformedPage, match="longer than"):
+        for start in range(0, len(body), 65536):
+            parser.feed(body[start : start + 65536])
+        parser.close()
+    with pytest.raises(MalformedPage, match="longer than"):
+        parse_project_list(body, HTML_CT)
