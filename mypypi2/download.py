@@ -4,15 +4,23 @@ A file not yet stored is downloaded by exactly one task in the whole deployment:
 - in this process, concurrent requests share one `_Download` (a dict of downloads in
   flight); its task is independent of any client, so a client that disconnects never
   cancels the download for the others;
-- across processes, the file's advisory lock elects one downloader; the others find its
-  spool file through `file_downloads` and follow it as it grows (same host), or wait for
-  the commit and serve the stored object (other hosts).
+- across processes, a claim on the file's `file_downloads` row elects one leader. The row
+  names the attempt, its spool file and a heartbeat the leader renews every few seconds;
+  the others follow the spool as it grows (same host), or wait for the commit and serve the
+  stored object (other hosts). A claim not renewed within the lease belongs to a leader
+  that is gone: the next one to look takes it over. A follower fails only when the attempt
+  it joined fails, never on the row of an older one.
+
+No database connection is held while bytes travel: the claim, the heartbeat and each state
+change take one from the pool for one statement, so slow downloads never starve the pool.
 
 The download is spooled to a local file that every client reads as it grows, so the first
 byte reaches the first client as soon as the upstream sends it. The last byte is held back
-until the hash (and the size, when announced) is verified: a client can never receive a
-complete-looking body of a bad file; on a mismatch its response is cut short instead.
-Only a verified file is committed to the store and marked stored, in that order.
+until the hash (and the size, when announced) is verified, and when the size is known no
+client is ever sent more than all but the last byte of it: a client can never receive a
+complete-looking body of a bad file; on a mismatch its response is cut short instead. An
+upstream sending more than the page's size is cut off at the first byte too many. Only a
+verified file is committed to the store and marked stored, in that order.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +42,6 @@ import asyncpg
 from mypypi2.errors import UpstreamError, VerificationFailed
 from mypypi2.pages import Clock
 from mypypi2.queries import files as files_queries
-from mypypi2.queries import locks
 from mypypi2.queries.files import FileRow
 from mypypi2.storage import Storage, StoredFile, storage_key
 from mypypi2.upstream.client import UpstreamClient
@@ -44,8 +51,9 @@ log = logging.getLogger(__name__)
 _CHUNK = 256 * 1024
 # How often a follower in another process looks at the leader's spool and state.
 FOLLOW_POLL_SECONDS = 0.05
-# A follower that sees no progress this long checks that the leader is still alive.
-FOLLOW_STALL_SECONDS = 2.0
+# How often a leader renews its claim, and how long an unrenewed claim stands.
+HEARTBEAT_SECONDS = 2.0
+LEASE_SECONDS = 10.0
 
 
 class _State(enum.Enum):
@@ -66,8 +74,7 @@ class _Download:
     state: _State = _State.RUNNING
     stored: StoredFile | None = None
     error: BaseException | None = None
-    # Set once the upstream answered (headers known) or the download failed.
-    started: asyncio.Event = field(default_factory=asyncio.Event)
+    claim_lost: bool = False  # another process took the download over from us
     task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -80,15 +87,18 @@ class _Download:
 
     def fail(self, error: BaseException) -> None:
         self.state, self.error = _State.FAILED, error
-        self.started.set()
         self.notify()
 
     @property
     def readable(self) -> int:
-        """Bytes a client may be sent now: all but the last until the file is verified."""
+        """Bytes a client may be sent now: until the file is verified, all but the last of
+        what arrived and, when the size is known, never the last of what is expected."""
         if self.state in (_State.VERIFIED, _State.STORED):
             return self.written
-        return max(self.written - 1, 0)
+        arrived = (
+            self.written if self.expected_size is None else min(self.written, self.expected_size)
+        )
+        return max(arrived - 1, 0)
 
 
 class Downloads:
@@ -113,7 +123,8 @@ class Downloads:
     ) -> tuple[int | None, AsyncIterator[bytes]]:
         """Join (or start) the one download of a file; returns its length and a reader.
 
-        Raises before any byte when the upstream refuses the file; after that, a failed
+        Returns once the first bytes may be sent, so that a download failing before them
+        raises here, before the client's response has started. After that, a failed
         download makes the reader raise, which cuts the client's response short.
         """
         download = self._downloads.get(row.id)
@@ -123,30 +134,22 @@ class Downloads:
             # The task belongs to no client: it runs to the end whoever disconnects.
             download.task = asyncio.create_task(self._run(repository, download))
             download.task.add_done_callback(lambda _: self._drop_download(download))
-        await download.started.wait()
-        if download.state is _State.FAILED:
-            assert download.error is not None
-            raise download.error
-        return download.expected_size, self._read(download)
+        reader = self._read(download)
+        first = await anext(reader, b"")
+        return download.expected_size, _starting_with(first, reader)
 
     def _drop_download(self, download: _Download) -> None:
         if self._downloads.get(download.row.id) is download:
             del self._downloads[download.row.id]
 
     async def _run(self, repository: str, download: _Download) -> None:
-        lock_key = f"file:{download.row.id}"
         try:
-            async with self._pool.acquire() as connection:
-                if not await locks.try_acquire(connection, lock_key):
-                    await self._follow(connection, download, lock_key)
-                    return
-                try:
-                    await self._lead(connection, repository, download)
-                finally:
-                    await locks.release(connection, lock_key)
+            while not await self._attempt(repository, download):
+                pass  # the attempt followed ended before giving us a byte: look again
         except BaseException as exc:
             # The clients hear of the failure only now, with the download forgotten and its
-            # lock free: a client retrying at once starts a new download, never joins this one.
+            # row marked failed: a client retrying at once starts a new download, never
+            # joins this one.
             self._drop_download(download)
             if download.state is not _State.FAILED:
                 download.fail(download.error or exc)
@@ -154,43 +157,71 @@ class Downloads:
                 raise
             if not isinstance(exc, UpstreamError):
                 log.exception("download of %s failed", download.row.upstream_url)
-        finally:
-            download.started.set()
+
+    async def _attempt(self, repository: str, download: _Download) -> bool:
+        """Lead a new download of the file or follow the one under way in another process.
+
+        False when the attempt followed ended, unstored, before giving us any byte: then
+        nothing is lost by looking again (and maybe leading)."""
+        file_id = download.row.id
+        attempt = uuid.uuid4()
+        spool = self._storage.spool_dir / f"{attempt.hex}.part"
+        stored = None
+        async with self._pool.acquire() as connection:
+            claim = await files_queries.claim_download(
+                connection, file_id, attempt, str(spool), LEASE_SECONDS
+            )
+            if claim is None:
+                current = await files_queries.get_download(connection, file_id, LEASE_SECONDS)
+            else:
+                row = await files_queries.get_by_id(connection, file_id)
+                if row is not None and row.stored_key is not None:
+                    stored = row  # by the leader just before us
+                    await files_queries.set_download_state(connection, file_id, attempt, "done")
+        if claim is None:
+            return current is not None and await self._follow(download, current.attempt)
+        if stored is not None:
+            _mark_stored(download, stored)
+            return True
+        if claim.previous_spool is not None:
+            # Left by a leader that went away (if it was on this host): garbage now.
+            Path(claim.previous_spool).unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
+        await self._lead(repository, download, attempt, spool)
+        return True
 
     async def _lead(
-        self,
-        connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
-        repository: str,
-        download: _Download,
+        self, repository: str, download: _Download, attempt: uuid.UUID, spool: Path
     ) -> None:
-        row = await files_queries.get_by_id(connection, download.row.id)
-        if row is not None and row.stored_key is not None:
-            _mark_stored(download, row)  # by whoever held the lock just before us
-            return
-        previous = await files_queries.get_download(connection, download.row.id)
-        if previous is not None and previous.state != "done":
-            # Left by a downloader that died (we hold the lock now): its spool is garbage.
-            Path(previous.spool_path).unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
-        spool = self._storage.spool_dir / f"{uuid.uuid4().hex}.part"
         download.spool = spool
+        heartbeat = asyncio.create_task(self._heartbeat(download, attempt))
         try:
-            await self._fetch(connection, repository, download, spool)
+            await self._fetch(repository, download, attempt, spool)
         except BaseException as exc:
-            download.error = exc  # announced by `_run`, once the lock is released
-            spool.unlink(missing_ok=True)
+            download.error = exc  # announced by `_run`, once the row says failed
+            spool.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
             await asyncio.shield(
-                files_queries.set_download_state(connection, download.row.id, "failed")
+                files_queries.set_download_state(self._pool, download.row.id, attempt, "failed")
             )
             if isinstance(exc, UpstreamError):
                 log.warning("download of %s failed: %s", download.row.upstream_url, exc)
             raise
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, download: _Download, attempt: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                renewed = await files_queries.renew_claim(self._pool, download.row.id, attempt)
+            except Exception as exc:  # the database is busy or away: try again next time
+                log.warning("renewing the download of %s: %s", download.row.upstream_url, exc)
+                continue
+            if not renewed:
+                download.claim_lost = True
+                return
 
     async def _fetch(
-        self,
-        connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
-        repository: str,
-        download: _Download,
-        spool: Path,
+        self, repository: str, download: _Download, attempt: uuid.UUID, spool: Path
     ) -> None:
         row = download.row
         url = row.upstream_url
@@ -202,86 +233,97 @@ class Downloads:
                 raise VerificationFailed(
                     url, f"upstream sends {announced} bytes, page says {row.size}"
                 )
-            download.expected_size = row.size if row.size is not None else announced
-            await files_queries.start_download(
-                connection, row.id, str(spool), download.expected_size, self._now()
-            )
+            expected = row.size if row.size is not None else announced
+            download.expected_size = expected
+            await files_queries.set_download_running(self._pool, row.id, attempt, expected)
             # Unbuffered, so followers see every chunk at once; writes land in the page cache.
             with open(spool, "wb", buffering=0) as out:  # noqa: ASYNC230
-                download.started.set()
                 async for chunk in body.chunks:
+                    if download.claim_lost:
+                        raise UpstreamError(url, "another worker took the download over")
+                    if expected is not None and download.written + len(chunk) > expected:
+                        # A chunked or close-delimited body longer than announced is not
+                        # the file: stop before a byte past its size is written.
+                        raise VerificationFailed(url, f"upstream sends over {expected} bytes")
                     out.write(chunk)
                     for verifier in verifiers.values():
                         verifier.update(chunk)
                     download.written += len(chunk)
                     download.notify()
         size = download.written
-        if download.expected_size is not None and size != download.expected_size:
-            raise VerificationFailed(
-                url, f"received {size} bytes, expected {download.expected_size}"
-            )
+        if expected is not None and size != expected:
+            raise VerificationFailed(url, f"received {size} bytes, expected {expected}")
         for algorithm, verifier in verifiers.items():
-            expected = row.hashes.get(algorithm)
-            if expected is not None and verifier.hexdigest() != expected:
+            wanted = row.hashes.get(algorithm)
+            if wanted is not None and verifier.hexdigest() != wanted:
                 raise VerificationFailed(
-                    url, f"{algorithm} mismatch: got {verifier.hexdigest()}, expected {expected}"
+                    url, f"{algorithm} mismatch: got {verifier.hexdigest()}, expected {wanted}"
                 )
         download.state = _State.VERIFIED
         download.notify()
         digest = sha256.hexdigest()
         key = storage_key(repository, digest, row.filename)
         await self._storage.commit(key, spool, size)
-        async with connection.transaction():
-            await files_queries.mark_stored(connection, row.id, key, size, digest, self._now())
-            await files_queries.set_download_state(connection, row.id, "done")
-        download.stored = StoredFile(key, size, digest, row.filename)
+        now = self._now()
+        async with self._pool.acquire() as connection, connection.transaction():
+            marked = await files_queries.mark_stored(connection, row, key, size, digest, now)
+            if marked:
+                await files_queries.set_download_state(connection, row.id, attempt, "done")
+        if not marked:
+            # The page was saved with other hashes meanwhile: these bytes are no longer the
+            # file it lists (unless another row holds the same object).
+            if not await files_queries.key_in_use(self._pool, key):
+                await self._storage.delete(key)
+            raise VerificationFailed(url, "the page changed during the download")
+        download.stored = StoredFile(key, size, digest, row.filename, int(now.timestamp()))
         download.state = _State.STORED
         download.notify()
 
-    async def _follow(
-        self,
-        connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
-        download: _Download,
-        lock_key: str,
-    ) -> None:
-        """Mirror another process's download of this file into `download`."""
-        idle_since = time.monotonic()
+    async def _follow(self, download: _Download, attempt: uuid.UUID) -> bool:
+        """Mirror another process's download `attempt` into `download`.
+
+        True once the file is stored; False when the attempt ended otherwise (its leader
+        went away, or a newer attempt replaced it) before we had a byte of it."""
+        file_id, url = download.row.id, download.row.upstream_url
         while True:
-            record = await files_queries.get_download(connection, download.row.id)
-            if record is not None and record.state == "running":
-                download.expected_size = record.expected_size
-                download.spool = Path(record.spool_path)
-                download.started.set()
-                try:
-                    size = download.spool.stat().st_size
-                except FileNotFoundError:
-                    size = download.written
-                if size > download.written:
-                    download.written = size
-                    download.notify()
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > FOLLOW_STALL_SECONDS:
-                    # No progress: is the leader still there? Its lock dies with its session.
-                    if await locks.try_acquire(connection, lock_key):
-                        await locks.release(connection, lock_key)
-                        raise UpstreamError(
-                            download.row.upstream_url, "the downloading worker went away"
-                        )
-                    idle_since = time.monotonic()
+            if self._spool_grew(download):
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
                 continue
-            row = await files_queries.get_by_id(connection, download.row.id)
+            record = await files_queries.get_download(self._pool, file_id, LEASE_SECONDS)
+            ours = record is not None and record.attempt == attempt
+            if record is not None and ours and not record.stale:
+                if record.state == "failed":
+                    raise UpstreamError(url, "the download failed in another worker")
+                if record.state == "running" and download.spool is None:
+                    download.expected_size = record.expected_size
+                    download.spool = Path(record.spool_path)
+                if record.state in ("claimed", "running"):
+                    await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                    continue
+            row = await files_queries.get_by_id(self._pool, file_id)
             if row is not None and row.stored_key is not None:
                 _mark_stored(download, row)
-                return
-            if record is not None and record.state == "failed":
-                raise UpstreamError(
-                    download.row.upstream_url, "the download failed in another worker"
-                )
-            # No download row yet: the leader has the lock but has not reached the upstream.
-            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                return True
+            if download.written == 0:
+                return False
+            raise UpstreamError(url, "the downloading worker went away")
 
-    async def _read(self, download: _Download) -> AsyncIterator[bytes]:
+    @staticmethod
+    def _spool_grew(download: _Download) -> bool:
+        """Whether the followed spool has more bytes than seen so far (then notified)."""
+        if download.spool is None:
+            return False
+        try:
+            size = download.spool.stat().st_size
+        except FileNotFoundError:  # not begun, committed, or on another host
+            return False
+        if size <= download.written:
+            return False
+        download.written = size
+        download.notify()
+        return True
+
+    async def _read(self, download: _Download) -> AsyncGenerator[bytes, None]:
         position = 0
         spool = None
         try:
@@ -295,9 +337,8 @@ class Downloads:
                         spool = open(download.spool, "rb")  # noqa: SIM115, ASYNC230
                 if spool is None and download.state is _State.STORED:
                     assert download.stored is not None
-                    async for chunk in self._storage.stream(
-                        download.stored.key, position, download.stored.size
-                    ):
+                    stored = download.stored
+                    async for chunk in await self._storage.open(stored.key, position, stored.size):
                         yield chunk
                     return
                 if spool is not None and position < download.readable:
@@ -321,10 +362,21 @@ class Downloads:
         return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
 
 
+async def _starting_with(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
+
+
 def stored_file(row: FileRow) -> StoredFile:
     assert row.stored_key is not None
     assert row.stored_size is not None and row.stored_sha256 is not None
-    return StoredFile(row.stored_key, row.stored_size, row.stored_sha256, row.filename)
+    stored_at = int(row.stored_at.timestamp()) if row.stored_at is not None else None
+    return StoredFile(row.stored_key, row.stored_size, row.stored_sha256, row.filename, stored_at)
 
 
 def _mark_stored(download: _Download, row: FileRow) -> None:
@@ -332,7 +384,6 @@ def _mark_stored(download: _Download, row: FileRow) -> None:
     download.written = download.stored.size
     download.expected_size = download.stored.size
     download.state = _State.STORED
-    download.started.set()
     download.notify()
 
 

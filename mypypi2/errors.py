@@ -84,3 +84,11 @@ class NotStored(Mypypi2Error):
         super().__init__(f"offline: {what} of {repository!r} is not stored")
         self.repository = repository
         self.project = project
+
+
+class StoredObjectMissing(Mypypi2Error):
+    """The store no longer has an object a row says is stored (deleted behind our back)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"stored object {key!r} is missing from the store")
+        self.key = key

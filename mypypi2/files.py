@@ -4,12 +4,21 @@ Stored files and PEP 658 metadata never change, so each worker remembers them; a
 yet stored is fetched by `download.Downloads`, once for the whole deployment, and teed to
 every client that asks meanwhile. Metadata is small: it is fetched whole, verified against
 the page's hash and kept in PostgreSQL.
+
+An object the store lost behind our back (a cleanup job, a bucket lifecycle rule) is
+noticed where it costs nothing extra: when a worker first learns of a stored file (one
+existence check), and whenever a disk object fails to stat or any object fails to open.
+The row then lets go of it and the file is fetched again. Clients redirected to a bucket
+are not checked on every request (that would cost a round trip to the bucket each time):
+an object deleted after a worker has checked it is noticed once that worker forgets the
+file (restart, eviction, a purge).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -21,13 +30,14 @@ from mypypi2.download import Downloads, hash_verifiers, stored_file
 from mypypi2.errors import (
     FileNotFound,
     ProjectNotFound,
+    StoredObjectMissing,
     UpstreamError,
     UpstreamNotFound,
     VerificationFailed,
 )
 from mypypi2.lru import LRU
 from mypypi2.pages import Clock, Pages
-from mypypi2.queries import Executor, locks
+from mypypi2.queries import Executor
 from mypypi2.queries import files as files_queries
 from mypypi2.queries.files import FileRow
 from mypypi2.queries.notifications import Purged
@@ -37,13 +47,12 @@ from mypypi2.upstream.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 256 * 1024
 METADATA_SUFFIX = ".metadata"
 MAX_METADATA_BYTES = 16 * 1024 * 1024
-# How often a follower in another process looks at the leader's spool and state.
-FOLLOW_POLL_SECONDS = 0.05
-# A follower that sees no progress this long checks that the leader is still alive.
-FOLLOW_STALL_SECONDS = 2.0
+# Far longer than any real distribution filename; longer ones are refused before any
+# lookup (and could not even be indexed by PostgreSQL past ~2.7 kB).
+MAX_FILENAME_LENGTH = 512
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,17 +120,46 @@ class Files:
             return stored
         row = await self._row(repository, project, filename)
         if row.stored_key is None:
-            if self._offline:
-                raise FileNotFound(repository, project, filename)
-            return PendingFile(row)
+            return self._pending(repository, project, row)
         stored = stored_file(row)
+        if not await self._storage.exists(stored.key):
+            return await self.lost(repository, project, stored)
         self._stored.put(cache_key, stored)
         return stored
 
+    async def lost(self, repository: str, project: str, stored: StoredFile) -> PendingFile:
+        """The store no longer has `stored`: let go of it, so that it is fetched again."""
+        log.warning("stored object %s is gone from the store: fetching it again", stored.key)
+        self._stored.drop(lambda key: key == (repository, project, stored.filename))
+        row = await self._row(repository, project, stored.filename)
+        await files_queries.clear_lost(self._pool, row.id, stored.key)
+        return self._pending(repository, project, row)
+
+    async def open_stored(
+        self, stored: StoredFile, start: int, end: int
+    ) -> AsyncIterator[bytes] | None:
+        """Bytes [start, end) of a stored file; None when the store lost it (then `lost`)."""
+        try:
+            return await self._storage.open(stored.key, start, end)
+        except StoredObjectMissing:
+            return None
+
+    def _pending(self, repository: str, project: str, row: FileRow) -> PendingFile:
+        if self._offline:
+            raise FileNotFound(repository, project, row.filename)
+        return PendingFile(row)
+
     async def _row(self, repository: str, project: str, filename: str) -> FileRow:
-        # Our URLs carry canonical names only; anything else must never reach the database
-        # or, through the page, the upstream (a `..` project would be a path there).
-        if names.canonical_name(project) != project or not names.is_safe_filename(filename):
+        # Our URLs carry configured repositories and canonical names only; anything else
+        # must never reach the database (a NUL is no text there) or, through the page, the
+        # upstream (a `..` project would be a path there).
+        if (
+            repository not in self._clients
+            or names.canonical_name(project) != project
+            or len(filename) > MAX_FILENAME_LENGTH
+            or not names.is_safe_filename(filename)
+            or _CONTROL_CHARACTER.search(filename) is not None
+        ):
             raise FileNotFound(repository, project, filename)
         row = await files_queries.get(self._pool, repository, project, filename)
         if row is None:
@@ -167,25 +205,22 @@ class Files:
         return metadata
 
     async def _fetch_metadata(self, repository: str, row: FileRow) -> bytes:
+        # Coalesced in this process only: holding a lock across processes would hold a
+        # pooled connection for the upstream's whole answer, and a resolver asks for dozens
+        # of metadata files at once. Another worker may fetch the same small file meanwhile.
         url = row.upstream_url + METADATA_SUFFIX
-        async with (
-            self._pool.acquire() as connection,
-            locks.held(connection, f"metadata:{row.id}"),
-        ):
-            body = await files_queries.get_metadata(connection, row.id)
-            if body is not None:
-                return body
-            try:
-                body = await self._clients[repository].small_file(url, MAX_METADATA_BYTES)
-            except UpstreamNotFound as exc:
-                raise UpstreamError(url, "the page advertises metadata the upstream lacks") from exc
-            assert row.core_metadata is not None
-            for algorithm, verifier in hash_verifiers(row.core_metadata).items():
-                verifier.update(body)
-                if verifier.hexdigest() != row.core_metadata[algorithm]:
-                    raise VerificationFailed(url, f"{algorithm} mismatch for metadata")
-            await files_queries.save_metadata(connection, row.id, body)
-            return body
+        try:
+            body = await self._clients[repository].small_file(url, MAX_METADATA_BYTES)
+        except UpstreamNotFound as exc:
+            raise UpstreamError(url, "the page advertises metadata the upstream lacks") from exc
+        assert row.core_metadata is not None
+        for algorithm, verifier in hash_verifiers(row.core_metadata).items():
+            verifier.update(body)
+            if verifier.hexdigest() != row.core_metadata[algorithm]:
+                raise VerificationFailed(url, f"{algorithm} mismatch for metadata")
+        if not await files_queries.save_metadata(self._pool, row.id, body, row.core_metadata):
+            raise UpstreamError(url, "the page changed while its metadata was fetched")
+        return body
 
 
 async def purge_stored(

@@ -75,6 +75,10 @@ class Fault:
     slow_delay: float = 0.0
     # Files only: send content of the right length with one byte changed (a bad hash).
     corrupt: bool = False
+    # Files only: send this many extra bytes, then the content, with no Content-Length:
+    # chunked when `chunked`, else delimited by closing the connection. The body is longer
+    # than the page's size and wrong from its first byte.
+    overlong: int | None = None
 
 
 @dataclass
@@ -257,6 +261,8 @@ class LocalUpstream:
     async def _send_file(
         self, request: web.Request, content: bytes, fault: Fault
     ) -> web.StreamResponse:
+        if fault.overlong is not None:
+            return await self._send_overlong(request, bytes(fault.overlong) + content, fault)
         if fault.corrupt:
             content = content[:-1] + bytes([content[-1] ^ 0xFF])
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -274,6 +280,32 @@ class LocalUpstream:
         self.completed[request.path] += 1
         return response
 
+    async def _send_overlong(
+        self, request: web.Request, sent: bytes, fault: Fault
+    ) -> web.StreamResponse:
+        """`sent` with no length announced, in pieces of `slow_chunk` bytes."""
+        step = fault.slow_chunk or len(sent)
+        pieces = [sent[offset : offset + step] for offset in range(0, len(sent), step)]
+        if fault.chunked:
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for piece in pieces:
+                await response.write(piece)
+                await self._wait(asyncio.sleep(fault.slow_delay))
+            await response.write_eof()
+            return response
+        # aiohttp chunks any HTTP/1.1 body without a length: write the answer ourselves.
+        transport = request.transport
+        assert transport is not None
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n")
+        transport.write(b"Connection: close\r\n\r\n")
+        for piece in pieces:
+            transport.write(piece)
+            await self._wait(asyncio.sleep(fault.slow_delay))
+        transport.close()
+        return web.Response()
+
     def _answer(
         self, request: web.Request, body: bytes, content_type: str, serial: int | None = None
     ) -> web.Response:
@@ -289,6 +321,7 @@ class LocalUpstream:
 def _is_file_fault(fault: Fault) -> bool:
     return (
         fault.corrupt
+        or fault.overlong is not None
         or fault.slow_chunk is not None
         or (fault.truncate is not None and fault.body is None)
     )

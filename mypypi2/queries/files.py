@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import msgspec
 
@@ -20,17 +21,22 @@ class FileRow(msgspec.Struct, frozen=True):
     stored_key: str | None
     stored_size: int | None
     stored_sha256: str | None
+    stored_at: dt.datetime | None
 
 
 class DownloadRow(msgspec.Struct, frozen=True):
+    """One attempt at downloading a file, as its leader last recorded it."""
+
+    attempt: uuid.UUID
     spool_path: str
     expected_size: int | None
-    state: str
+    state: str  # claimed (upstream not answered yet), running, done, failed
+    stale: bool  # the leader has not renewed its claim within the lease: it is gone
 
 
 SELECT_FILE = """
 SELECT f.id, f.project_id, f.filename, f.upstream_url, f.hashes, f.size, f.core_metadata,
-       f.stored_key, f.stored_size, f.stored_sha256
+       f.stored_key, f.stored_size, f.stored_sha256, f.stored_at
 FROM files f
 JOIN projects p ON p.id = f.project_id
 WHERE p.repository = $1 AND p.name = $2 AND f.filename = $3
@@ -39,22 +45,43 @@ WHERE p.repository = $1 AND p.name = $2 AND f.filename = $3
 
 SELECT_FILE_BY_ID = """
 SELECT id, project_id, filename, upstream_url, hashes, size, core_metadata,
-       stored_key, stored_size, stored_sha256
+       stored_key, stored_size, stored_sha256, stored_at
 FROM files
 WHERE id = $1
 """
 
-# Storing a file tells the page its size (PEP 700) when the upstream did not: the revision
-# bump makes every worker re-render it. A page that had the size already is left alone.
+# Only while the row still describes the bytes that were verified ($6, $7): a page saved
+# during the download with other hashes (the file was re-published) must not end up
+# pointing at the old bytes. Storing a file tells the page its size (PEP 700) when the
+# upstream did not: the revision bump makes every worker re-render it.
 MARK_STORED = """
 WITH stored AS (
     UPDATE files
     SET stored_key = $2, stored_size = $3, stored_sha256 = $4, stored_at = $5
-    WHERE id = $1
+    WHERE id = $1 AND hashes = $6::jsonb AND size IS NOT DISTINCT FROM $7
     RETURNING project_id, size
+), bumped AS (
+    UPDATE projects SET revision = revision + 1, changed_at = $5
+    WHERE id = (SELECT project_id FROM stored WHERE size IS NULL)
 )
-UPDATE projects SET revision = revision + 1, changed_at = $5
-WHERE id = (SELECT project_id FROM stored WHERE size IS NULL)
+SELECT count(*) FROM stored
+"""
+
+SELECT_KEY_IN_USE = "SELECT EXISTS (SELECT 1 FROM files WHERE stored_key = $1)"
+
+# The store lost an object (a cleanup job, a bucket lifecycle rule): the row lets go of it,
+# so the file is fetched again. Its page is refetched in full too (`purged`): the row may
+# keep the hashes of bytes the upstream no longer has (see projects.UPSERT_FILES), which
+# only a full page save replaces.
+CLEAR_LOST = """
+WITH lost AS (
+    UPDATE files
+    SET stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL
+    WHERE id = $1 AND stored_key = $2
+    RETURNING project_id
+)
+UPDATE projects SET purged = true, etag = NULL, last_modified = NULL
+WHERE id = (SELECT project_id FROM lost)
 """
 
 # A purge: the rows forget their stored objects (returned, for the caller to delete).
@@ -77,19 +104,51 @@ RETURNING doomed.stored_key
 
 SELECT_METADATA = "SELECT metadata_body FROM files WHERE id = $1"
 
-UPDATE_METADATA = "UPDATE files SET metadata_body = $2 WHERE id = $1"
-
-UPSERT_DOWNLOAD = """
-INSERT INTO file_downloads (file_id, spool_path, expected_size, state, started_at)
-VALUES ($1, $2, $3, 'running', $4)
-ON CONFLICT (file_id) DO UPDATE
-SET spool_path = $2, expected_size = $3, state = 'running', started_at = $4
+# Only while the page still advertises the hash the body was verified against ($3).
+UPDATE_METADATA = """
+UPDATE files SET metadata_body = $2 WHERE id = $1 AND core_metadata = $3::jsonb
 """
 
-UPDATE_DOWNLOAD_STATE = "UPDATE file_downloads SET state = $2 WHERE file_id = $1"
+# Take the download of a file unless a live leader holds it: no row yet, the last attempt
+# ended, or its leader stopped renewing the claim ($4 seconds). Returns a row only when the
+# claim is ours, with the spool path of the attempt it replaces (garbage if that leader
+# died on this host).
+CLAIM_DOWNLOAD = """
+WITH previous AS (
+    SELECT spool_path FROM file_downloads WHERE file_id = $1
+), claimed AS (
+    INSERT INTO file_downloads AS d (file_id, attempt, spool_path, expected_size, state,
+                                     started_at, heartbeat_at)
+    VALUES ($1, $2, $3, NULL, 'claimed', clock_timestamp(), clock_timestamp())
+    ON CONFLICT (file_id) DO UPDATE
+    SET attempt = EXCLUDED.attempt, spool_path = EXCLUDED.spool_path, expected_size = NULL,
+        state = 'claimed', started_at = EXCLUDED.started_at,
+        heartbeat_at = EXCLUDED.heartbeat_at
+    WHERE d.state NOT IN ('claimed', 'running')
+       OR d.heartbeat_at < clock_timestamp() - make_interval(secs => $4)
+    RETURNING attempt
+)
+SELECT (SELECT spool_path FROM previous) AS previous_spool FROM claimed
+"""
+
+# The claim's owner says it is alive; no row updated means the claim was taken over.
+RENEW_CLAIM = """
+UPDATE file_downloads SET heartbeat_at = clock_timestamp()
+WHERE file_id = $1 AND attempt = $2
+"""
+
+# The upstream answered: followers may start reading the spool.
+UPDATE_DOWNLOAD_RUNNING = """
+UPDATE file_downloads SET state = 'running', expected_size = $3, heartbeat_at = clock_timestamp()
+WHERE file_id = $1 AND attempt = $2
+"""
+
+UPDATE_DOWNLOAD_STATE = "UPDATE file_downloads SET state = $3 WHERE file_id = $1 AND attempt = $2"
 
 SELECT_DOWNLOAD = """
-SELECT spool_path, expected_size, state FROM file_downloads WHERE file_id = $1
+SELECT attempt, spool_path, expected_size, state,
+       heartbeat_at < clock_timestamp() - make_interval(secs => $2) AS stale
+FROM file_downloads WHERE file_id = $1
 """
 
 
@@ -104,9 +163,27 @@ async def get_by_id(db: Executor, file_id: int) -> FileRow | None:
 
 
 async def mark_stored(
-    db: Executor, file_id: int, key: str, size: int, sha256: str, now: dt.datetime
-) -> None:
-    await db.execute(MARK_STORED, file_id, key, size, sha256, now)
+    db: Executor,
+    row: FileRow,
+    key: str,
+    size: int,
+    sha256: str,
+    now: dt.datetime,
+) -> bool:
+    """Record the verified bytes of `row` as stored; False when the page changed meanwhile."""
+    count: int = await db.fetchval(
+        MARK_STORED, row.id, key, size, sha256, now, row.hashes, row.size
+    )
+    return count == 1
+
+
+async def key_in_use(db: Executor, key: str) -> bool:
+    in_use: bool = await db.fetchval(SELECT_KEY_IN_USE, key)
+    return in_use
+
+
+async def clear_lost(db: Executor, file_id: int, key: str) -> None:
+    await db.execute(CLEAR_LOST, file_id, key)
 
 
 async def get_metadata(db: Executor, file_id: int) -> bytes | None:
@@ -114,22 +191,43 @@ async def get_metadata(db: Executor, file_id: int) -> bytes | None:
     return body
 
 
-async def save_metadata(db: Executor, file_id: int, body: bytes) -> None:
-    await db.execute(UPDATE_METADATA, file_id, body)
+async def save_metadata(
+    db: Executor, file_id: int, body: bytes, verified_against: dict[str, str]
+) -> bool:
+    """Keep a verified metadata body; False when the page advertises another one now."""
+    status: str = await db.execute(UPDATE_METADATA, file_id, body, verified_against)
+    return status == "UPDATE 1"
 
 
-async def start_download(
-    db: Executor, file_id: int, spool_path: str, expected_size: int | None, now: dt.datetime
+class Claim(msgspec.Struct, frozen=True):
+    previous_spool: str | None
+
+
+async def claim_download(
+    db: Executor, file_id: int, attempt: uuid.UUID, spool_path: str, lease_seconds: float
+) -> Claim | None:
+    """Become the one downloader of a file; None when a live leader has it."""
+    row = await db.fetchrow(CLAIM_DOWNLOAD, file_id, attempt, spool_path, lease_seconds)
+    return Claim(row["previous_spool"]) if row is not None else None
+
+
+async def renew_claim(db: Executor, file_id: int, attempt: uuid.UUID) -> bool:
+    status: str = await db.execute(RENEW_CLAIM, file_id, attempt)
+    return status == "UPDATE 1"
+
+
+async def set_download_running(
+    db: Executor, file_id: int, attempt: uuid.UUID, expected_size: int | None
 ) -> None:
-    await db.execute(UPSERT_DOWNLOAD, file_id, spool_path, expected_size, now)
+    await db.execute(UPDATE_DOWNLOAD_RUNNING, file_id, attempt, expected_size)
 
 
-async def set_download_state(db: Executor, file_id: int, state: str) -> None:
-    await db.execute(UPDATE_DOWNLOAD_STATE, file_id, state)
+async def set_download_state(db: Executor, file_id: int, attempt: uuid.UUID, state: str) -> None:
+    await db.execute(UPDATE_DOWNLOAD_STATE, file_id, attempt, state)
 
 
-async def get_download(db: Executor, file_id: int) -> DownloadRow | None:
-    row = await db.fetchrow(SELECT_DOWNLOAD, file_id)
+async def get_download(db: Executor, file_id: int, lease_seconds: float) -> DownloadRow | None:
+    row = await db.fetchrow(SELECT_DOWNLOAD, file_id, lease_seconds)
     return DownloadRow(**row) if row is not None else None
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from mypypi2.models import FileEntry, ProjectPage
 from mypypi2.queries import Executor, PageState, Validators
+from mypypi2.queries.notifications import Purged, notify_purged
+
+log = logging.getLogger(__name__)
 
 SELECT_STATE = """
 SELECT found, revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash,
@@ -47,22 +51,73 @@ UPDATE files SET listed = false
 WHERE project_id = $1 AND listed AND NOT (filename = ANY($2::text[]))
 """
 
+# A stored file keeps what the page said of it when it was stored. When the upstream
+# re-publishes a filename with other bytes (other hashes or size), the row keeps the old
+# hashes, size, upload time and provenance, so that our page keeps describing the verified
+# bytes our file URL serves: a filename's content never changes for our clients (we told
+# them so: `immutable`), lock files made through us keep installing, and an upstream that
+# replaces a file behind a published hash cannot push it to hash-checking clients. Its old
+# .metadata stays when we hold it; when we don't, the upstream's now describes other bytes,
+# so the page stops advertising one. `mypypi2 purge --files` takes the new bytes.
+# A file not stored follows the upstream, and its kept .metadata body goes when the page's
+# metadata hash changes. Returns the rows that kept old bytes or lost a metadata body.
 UPSERT_FILES = """
-INSERT INTO files AS f (project_id, filename, listed, position, upstream_url, hashes,
-                        requires_python, yanked, core_metadata, size, upload_time,
-                        provenance, gpg_sig)
-SELECT $1, u.filename, true, u.position, u.upstream_url, u.hashes, u.requires_python,
-       u.yanked, u.core_metadata, u.size, u.upload_time, u.provenance, u.gpg_sig
-FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[], $6::text[], $7::text[],
-            $8::jsonb[], $9::bigint[], $10::timestamptz[], $11::text[], $12::boolean[])
-     AS u (filename, position, upstream_url, hashes, requires_python, yanked,
-           core_metadata, size, upload_time, provenance, gpg_sig)
-ON CONFLICT (project_id, filename) DO UPDATE
-SET listed = true, position = EXCLUDED.position, upstream_url = EXCLUDED.upstream_url,
-    hashes = EXCLUDED.hashes, requires_python = EXCLUDED.requires_python,
-    yanked = EXCLUDED.yanked, core_metadata = EXCLUDED.core_metadata,
-    size = EXCLUDED.size, upload_time = EXCLUDED.upload_time,
-    provenance = EXCLUDED.provenance, gpg_sig = EXCLUDED.gpg_sig
+WITH incoming AS (
+    SELECT *
+    FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[], $6::text[], $7::text[],
+                $8::jsonb[], $9::bigint[], $10::timestamptz[], $11::text[], $12::boolean[])
+         AS u (filename, position, upstream_url, hashes, requires_python, yanked,
+               core_metadata, size, upload_time, provenance, gpg_sig)
+), had_metadata AS (
+    SELECT filename FROM files WHERE project_id = $1 AND metadata_body IS NOT NULL
+), saved AS (
+    INSERT INTO files AS f (project_id, filename, listed, position, upstream_url, hashes,
+                            requires_python, yanked, core_metadata, size, upload_time,
+                            provenance, gpg_sig)
+    SELECT $1, filename, true, position, upstream_url, hashes, requires_python, yanked,
+           core_metadata, size, upload_time, provenance, gpg_sig
+    FROM incoming
+    ON CONFLICT (project_id, filename) DO UPDATE
+    SET listed = true, position = EXCLUDED.position, upstream_url = EXCLUDED.upstream_url,
+        requires_python = EXCLUDED.requires_python, yanked = EXCLUDED.yanked,
+        (hashes, size, upload_time, provenance, gpg_sig, core_metadata, metadata_body) = (
+            SELECT
+                CASE WHEN k.kept THEN f.hashes ELSE EXCLUDED.hashes END,
+                CASE WHEN k.kept THEN f.size ELSE EXCLUDED.size END,
+                CASE WHEN k.kept THEN f.upload_time ELSE EXCLUDED.upload_time END,
+                CASE WHEN k.kept THEN f.provenance ELSE EXCLUDED.provenance END,
+                CASE WHEN k.kept THEN f.gpg_sig ELSE EXCLUDED.gpg_sig END,
+                CASE
+                    WHEN NOT k.kept THEN EXCLUDED.core_metadata
+                    WHEN f.metadata_body IS NOT NULL OR k.same_metadata THEN f.core_metadata
+                END,
+                CASE WHEN k.kept OR k.same_metadata THEN f.metadata_body END
+            FROM (
+                SELECT
+                    COALESCE(f.stored_key IS NOT NULL AND (
+                        EXCLUDED.hashes->>'sha256' <> f.stored_sha256
+                        OR EXCLUDED.size <> f.stored_size
+                        OR EXISTS (
+                            SELECT FROM jsonb_each_text(EXCLUDED.hashes) AS new
+                            JOIN jsonb_each_text(f.hashes) AS old USING (key)
+                            WHERE new.value <> old.value
+                        )
+                    ), false) AS kept,
+                    f.core_metadata IS NOT DISTINCT FROM EXCLUDED.core_metadata
+                        AS same_metadata
+            ) AS k
+        )
+    RETURNING filename, hashes, size, metadata_body IS NULL AS no_metadata
+)
+SELECT saved.filename,
+       (saved.hashes, saved.size) IS DISTINCT FROM (incoming.hashes, incoming.size)
+           AS kept_old_bytes,
+       saved.no_metadata AND had_metadata.filename IS NOT NULL AS dropped_metadata
+FROM saved
+JOIN incoming USING (filename)
+LEFT JOIN had_metadata USING (filename)
+WHERE (saved.hashes, saved.size) IS DISTINCT FROM (incoming.hashes, incoming.size)
+   OR (saved.no_metadata AND had_metadata.filename IS NOT NULL)
 """
 
 # An upstream 404: remembered as a row so a fleet asking again is answered from here.
@@ -155,7 +210,7 @@ async def save_page(
     )
     files = page.files
     await db.execute(UNLIST_FILES_NOT_IN, project_id, [f.filename for f in files])
-    await db.execute(
+    changed = await db.fetch(
         UPSERT_FILES,
         project_id,
         [f.filename for f in files],
@@ -170,6 +225,17 @@ async def save_page(
         [f.provenance for f in files],
         [f.gpg_sig for f in files],
     )
+    for row in changed:
+        if row["kept_old_bytes"]:
+            log.warning(
+                "%s/%s: the upstream re-published %s with other bytes; serving the ones stored",
+                repository,
+                page.name,
+                row["filename"],
+            )
+    if any(row["dropped_metadata"] for row in changed):
+        # Workers keep metadata bodies in memory: make every one of them forget this project's.
+        await notify_purged(db, Purged(repository, [page.name], files=True))
 
 
 async def save_not_found(db: Executor, repository: str, name: str, now: dt.datetime) -> None:

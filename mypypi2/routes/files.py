@@ -8,17 +8,18 @@ import re
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from mypypi2.errors import FileNotFound
 from mypypi2.files import METADATA_SUFFIX, Files, PendingFile
-from mypypi2.routes.conditional import etag_matches
+from mypypi2.routes.conditional import etag_matches, http_date
 from mypypi2.storage import StoredFile
 
-# A filename's content never changes (the index forbids re-uploads), so clients and
-# proxies may keep a file forever.
+# A filename's content never changes (the index forbids re-uploads, and we keep serving the
+# bytes we stored first), so clients and proxies may keep a file forever.
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _OCTETS = "application/octet-stream"
-_SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Range units compare case-insensitively (RFC 9110 14.1).
+_SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)
 _UNSATISFIABLE = (-1, -1)
 
 
@@ -31,42 +32,43 @@ async def file(request: Request) -> Response:
         return await _metadata(request, files, repository, project, filename)
     found = await files.find(repository, project, filename)
     if isinstance(found, StoredFile):
-        return await _stored(request, files, found)
+        response = await _stored(request, files, found)
+        if response is not None:
+            return response
+        found = await files.lost(repository, project, found)
     return await _pending(request, files, repository, found)
 
 
-async def _stored(request: Request, files: Files, stored: StoredFile) -> Response:
+async def _stored(request: Request, files: Files, stored: StoredFile) -> Response | None:
+    """The stored file's answer; None when the store turns out to have lost it."""
     headers = {"ETag": f'"{stored.sha256}"', "Cache-Control": _IMMUTABLE}
-    if etag_matches(request, headers["ETag"]):
+    if stored.last_modified is not None:
+        headers["Last-Modified"] = stored.last_modified
+    if _not_modified(request, stored, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     storage = files.storage
     # A presigned URL is signed for one method (GET): HEAD is answered here, from the row.
     redirect = None if request.method == "HEAD" else await storage.redirect(stored.key)
     if redirect is not None:
         return RedirectResponse(redirect.url, status_code=redirect.status, headers=headers)
-    path = storage.local_path(stored.key)
-    if path is not None:
-        # Range, HEAD and zero-copy (`http.response.pathsend`) come with FileResponse. The
-        # stat is ours: FileResponse would hop to a thread for it, which costs more than
-        # the stat of a file the page cache holds.
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError as exc:  # removed behind our back (a purge, an operator)
-            repository, project = request.path_params["repo"], request.path_params["project"]
-            raise FileNotFound(repository, project, stored.filename) from exc
-        return FileResponse(path, headers=headers, media_type=_OCTETS, stat_result=stat)
-    return _stream_through(request, files, stored, headers)
-
-
-def _stream_through(
-    request: Request, files: Files, stored: StoredFile, headers: dict[str, str]
-) -> Response:
     headers["Accept-Ranges"] = "bytes"
-    start, end, status = 0, stored.size, 200
-    requested = _single_range(request.headers.get("range"), stored.size)
+    # Ranges are decided here, the same for disk and S3: FileResponse would answer a range
+    # unit it does not know with a 400, where RFC 9110 14.2 asks for the whole file.
+    requested = _requested_range(request, stored, headers)
     if requested == _UNSATISFIABLE:
         headers["Content-Range"] = f"bytes */{stored.size}"
         return Response(status_code=416, headers=headers)
+    path = storage.local_path(stored.key)
+    if requested is None and path is not None:
+        # Zero-copy (`http.response.pathsend`) and HEAD come with FileResponse. The stat is
+        # ours: FileResponse would hop to a thread for it, which costs more than the stat of
+        # a file the page cache holds.
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:  # removed behind our back (a cleanup job, an operator)
+            return None
+        return _WholeFile(path, headers=headers, media_type=_OCTETS, stat_result=stat)
+    start, end, status = 0, stored.size, 200
     if requested is not None:
         start, end = requested
         status = 206
@@ -74,8 +76,41 @@ def _stream_through(
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=_OCTETS)
-    body = files.storage.stream(stored.key, start, end)
+    body = await files.open_stored(stored, start, end)
+    if body is None:
+        return None
     return StreamingResponse(body, status_code=status, headers=headers, media_type=_OCTETS)
+
+
+class _WholeFile(FileResponse):
+    """A FileResponse of the whole file, whatever Range says: ranges are decided before."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
+        await super().__call__({**scope, "headers": headers}, receive, send)
+
+
+def _not_modified(request: Request, stored: StoredFile, etag: str) -> bool:
+    """RFC 9110 13.2.2: If-None-Match decides when present, else If-Modified-Since."""
+    if "if-none-match" in request.headers:
+        return etag_matches(request, etag)
+    since = request.headers.get("if-modified-since")
+    if since is None or stored.stored_at is None:
+        return False
+    date = http_date(since)
+    return date is not None and stored.stored_at <= date
+
+
+def _requested_range(
+    request: Request, stored: StoredFile, headers: dict[str, str]
+) -> tuple[int, int] | None:
+    header = request.headers.get("range")
+    if header is None:
+        return None
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() not in (headers["ETag"], stored.last_modified):
+        return None  # the client holds other bytes: a piece of ours is no use (13.1.5)
+    return _single_range(header, stored.size)
 
 
 async def _pending(
@@ -93,7 +128,8 @@ async def _pending(
             headers["Content-Length"] = str(pending.row.size)
         return Response(headers=headers, media_type=_OCTETS)
     # A Range on a file still arriving is answered with the whole file (RFC 9110 allows
-    # ignoring Range); once stored, ranges are served.
+    # ignoring Range); once stored, ranges are served. The response starts only once the
+    # download has bytes to send: a failure before then is a clean error status.
     length, body = await files.stream(repository, pending)
     if length is not None:
         headers["Content-Length"] = str(length)
@@ -111,13 +147,14 @@ async def _metadata(
     return Response(metadata.body, headers=headers, media_type=_OCTETS)
 
 
-def _single_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """[start, end) of a single `bytes=` range; None to send everything (RFC 9110 14.2)."""
-    if header is None:
-        return None
+def _single_range(header: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range; None to send everything (RFC 9110 14.2).
+
+    Another unit, several ranges, or an invalid one (`bytes=5-2`) are ignored: the whole
+    file is always a valid answer. Only a valid range past the end is unsatisfiable."""
     match = _SINGLE_RANGE.match(header.strip())
     if match is None:
-        return None  # multiple or malformed ranges: the whole file is a valid answer
+        return None
     first, last = match.groups()
     if not first and not last:
         return None
@@ -127,10 +164,11 @@ def _single_range(header: str | None, size: int) -> tuple[int, int] | None:
             return _UNSATISFIABLE
         return max(size - suffix, 0), size
     start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if start >= size or (last and int(last) < start):
+    if last and int(last) < start:
+        return None
+    if start >= size:
         return _UNSATISFIABLE
-    return start, end
+    return start, min(int(last) + 1, size) if last else size
 
 
 routes = [Route("/{repo}/files/{project}/{filename}", file, methods=["GET", "HEAD"])]

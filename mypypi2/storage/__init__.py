@@ -8,7 +8,8 @@ visible under a key before `commit` returns, so a reader never sees a partial ob
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -21,6 +22,13 @@ class StoredFile:
     size: int
     sha256: str
     filename: str
+    stored_at: int | None  # epoch seconds; None for a row that never said when
+    # Last-Modified (an HTTP-date), made once: the warm path sends it on every request.
+    last_modified: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        stamp = None if self.stored_at is None else formatdate(self.stored_at, usegmt=True)
+        object.__setattr__(self, "last_modified", stamp)
 
 
 class Redirect(NamedTuple):
@@ -45,11 +53,27 @@ class Storage(Protocol):
     async def redirect(self, key: str) -> Redirect | None:
         """Where the client may fetch the object directly; None to serve it ourselves."""
 
-    def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of the object."""
+    async def open(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the object; StoredObjectMissing, before any byte, when the
+        store no longer has it (a cleanup job, a bucket lifecycle rule)."""
+
+
+# Longest name part of a key, in UTF-8 bytes: most filesystems allow 255 per path component,
+# some (encrypted home directories) less.
+MAX_KEY_NAME_BYTES = 128
 
 
 def storage_key(repository: str, sha256: str, filename: str) -> str:
     # Content-addressed under the repository, ending with the filename so that a redirect
-    # URL still ends with it (clients read the filename from the URL path).
-    return f"{repository}/{sha256[:2]}/{sha256}/{filename}"
+    # URL still ends with it (clients read the filename from the URL path). A name too long
+    # for one path component keeps only its end (tags and extension): the digest already
+    # makes the key unique, and the URL of our own files keeps the whole filename.
+    return f"{repository}/{sha256[:2]}/{sha256}/{_key_name(filename)}"
+
+
+def _key_name(filename: str) -> str:
+    encoded = filename.encode()
+    if len(encoded) <= MAX_KEY_NAME_BYTES:
+        return filename
+    tail = encoded[-MAX_KEY_NAME_BYTES:].decode(errors="ignore")  # drop a split character
+    return tail.lstrip(".") or "file"

@@ -6,7 +6,9 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
+from mypypi2.errors import StoredObjectMissing
 from mypypi2.storage import Redirect
 
 _CHUNK = 256 * 1024
@@ -43,16 +45,24 @@ class DiskStorage:
     async def redirect(self, key: str) -> Redirect | None:
         return None
 
-    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        with open(self._path(key), "rb") as file:  # noqa: ASYNC230 - small reads below
-            file.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                chunk = await asyncio.to_thread(file.read, min(_CHUNK, remaining))
-                if not chunk:
-                    raise OSError(f"stored object {key!r} is shorter than expected")
-                remaining -= len(chunk)
-                yield chunk
+    async def open(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        try:
+            file = open(self._path(key), "rb")  # noqa: SIM115, ASYNC230 - closed by _read
+        except FileNotFoundError as exc:
+            raise StoredObjectMissing(key) from exc
+        return _read(file, key, start, end)
+
+
+async def _read(file: BinaryIO, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    with file:
+        file.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            chunk = await asyncio.to_thread(file.read, min(_CHUNK, remaining))
+            if not chunk:
+                raise OSError(f"stored object {key!r} is shorter than expected")
+            remaining -= len(chunk)
+            yield chunk
 
 
 def _commit(spool: Path, path: Path) -> None:

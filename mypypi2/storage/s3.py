@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from botocore.exceptions import ClientError
 
+from mypypi2.errors import StoredObjectMissing
 from mypypi2.storage import Redirect
 
 _STREAM_CHUNK = 256 * 1024
@@ -92,7 +93,7 @@ class S3Storage:
         try:
             await self._client.head_object(Bucket=self._bucket, Key=self._key(key))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return False
             raise
         return True
@@ -115,12 +116,32 @@ class S3Storage:
         )
         return Redirect(url, self._redirect_status)
 
-    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
-        if end <= start:
-            return
-        response = await self._client.get_object(
-            Bucket=self._bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}"
-        )
-        async with response["Body"] as body:
-            while chunk := await body.read(_STREAM_CHUNK):
-                yield chunk
+    async def open(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        if end <= start:  # no Range header can ask for nothing
+            if not await self.exists(key):
+                raise StoredObjectMissing(key)
+            return _chunks(())
+        try:
+            response = await self._client.get_object(
+                Bucket=self._bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}"
+            )
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise StoredObjectMissing(key) from exc
+            raise
+        return _read(response["Body"])
+
+
+def _is_missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
+async def _read(body: Any) -> AsyncIterator[bytes]:
+    async with body:
+        while chunk := await body.read(_STREAM_CHUNK):
+            yield chunk
+
+
+async def _chunks(chunks: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
