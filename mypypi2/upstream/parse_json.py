@@ -140,9 +140,9 @@ def _list_names(body: bytearray, drops: DropLog) -> tuple[list[str], int | None]
     projects = _decode_each(top.projects, _PROJECTS, _PROJECT, drops, "projects")
     names = [p.name for p in projects if isinstance(p.name, str) and _text(p.name)]
     if len(names) < len(projects):
-        for index, project in enumerate(projects):
+        for project in projects:
             if _text(project.name) is None:
-                drops.drop("the whole entry", f"projects[{index}]", f"name {project.name!r}")
+                drops.drop("the whole entry", project.name, "name is not a string of text")
     return names, serial
 
 
