@@ -25,6 +25,8 @@ import tomli_w
 import yaml
 
 from mypypi2.errors import ConfigError
+from mypypi2.upstream.urls import REDACTED as REDACTED  # `config --show` output, tested
+from mypypi2.upstream.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +74,26 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     # Cache-Control max-age sent to clients for pages; unset: the TTL.
     client_max_age: int | None = None
     connect_timeout: float = 10.0
-    # Longest silence while reading a response, and the cap on a whole page fetch.
+    # Longest silence while reading a response, and the cap on a whole page fetch (and on a
+    # .metadata file), redirects included.
     read_timeout: float = 30.0
     total_timeout: float = 120.0
+    # Seconds one distribution file may take to download in all, redirects included.
+    download_timeout: float = 3600.0
     max_page_bytes: int = 32 * MIB
     max_list_bytes: int = 512 * MIB
-    # Credentials for a private upstream: HTTP basic auth and/or extra request headers.
+    # Credentials for a private upstream: HTTP basic auth and/or extra request headers
+    # (`https://user:password@host/` in `upstream` is basic auth too). They are sent to the
+    # upstream's own origin only: never along a redirect or to a file URL elsewhere.
     username: str | None = None
     password: str | None = None
     headers: dict[str, str] = {}
+    # Hosts besides the upstream's own that file and .metadata URLs (and redirects) may
+    # lead to: "files.example", "*.files.example" (its subdomains) or "*" (any). A listed
+    # host is trusted at any address. Empty: any host, but only at public addresses or at
+    # addresses of the kind the upstream itself has, so a public upstream can never send
+    # us to loopback, private or link-local addresses (such as 169.254.169.254).
+    file_hosts: list[str] = []
 
     def __post_init__(self) -> None:
         if not _REPOSITORY_NAME.match(self.name):
@@ -91,7 +104,7 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         for key in ("ttl", "list_ttl", "negative_ttl", "stale_while_revalidate"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key.replace('_', '-')} must be >= 0")
-        for key in ("connect_timeout", "read_timeout", "total_timeout"):
+        for key in ("connect_timeout", "read_timeout", "total_timeout", "download_timeout"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key.replace('_', '-')} must be > 0")
         for key in ("max_page_bytes", "max_list_bytes"):
@@ -107,6 +120,14 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
             raise ValueError("client-max-age must be >= 0")
         if self.password is not None and self.username is None:
             raise ValueError("password is set but username is not")
+        if "@" in parts.netloc and self.username is not None:
+            raise ValueError("credentials are both in the upstream URL and in username: use one")
+        for pattern in self.file_hosts:
+            host = pattern.removeprefix("*.")
+            if pattern != "*" and (not host or any(c in host for c in "*/@: ")):
+                raise ValueError(
+                    f"file-hosts entry {pattern!r}: use a host (no port), '*.' + a domain, or '*'"
+                )
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
@@ -392,21 +413,21 @@ def _pip_config_value(key: str, environ: Mapping[str, str]) -> str | None:
     return found
 
 
-REDACTED = "<redacted>"
-
-
 def to_toml(config: Config, *, redact: bool) -> str:
     """The resolved configuration as TOML (for `mypypi2 config --show`).
 
-    `redact` replaces passwords, secret keys and extra upstream headers (tokens, mostly)."""
+    `redact` replaces passwords (also those inside the database and upstream URLs), secret
+    keys and extra upstream headers (tokens, mostly)."""
     settings = msgspec.to_builtins(config)
     if redact:
         if settings["storage"].get("secret-access-key") is not None:
             settings["storage"]["secret-access-key"] = REDACTED
+        settings["database"]["url"] = redact_url(settings["database"]["url"])
         for repository in settings["repositories"]:
             if repository.get("password") is not None:
                 repository["password"] = REDACTED
             repository["headers"] = {name: REDACTED for name in repository.get("headers", {})}
+            repository["upstream"] = redact_url(repository["upstream"])
     return tomli_w.dumps(_without_none(settings))
 
 

@@ -90,7 +90,8 @@ COMMENTS: dict[str, str] = {
     "configured with (PIP_INDEX_URL, pip's config files, else pip's default).",
     "repositories.name": "Required. The first part of the URL path: lowercase letters, "
     "digits, '.', '_' and '-'.",
-    "repositories.upstream": "Required. The upstream's Simple API root, an http(s) URL.",
+    "repositories.upstream": "Required. The upstream's Simple API root, an http(s) URL. "
+    "Credentials in it (https://user:password@host/) are sent as basic auth and never shown.",
     "repositories.ttl": "Seconds a project page is served without asking the upstream.",
     "repositories.list-ttl": "Seconds the project list is served without asking the upstream.",
     "repositories.negative-ttl": "Seconds an upstream 404 is remembered before asking again.",
@@ -107,13 +108,22 @@ COMMENTS: dict[str, str] = {
     "pages; unset: the TTL.",
     "repositories.connect-timeout": "Seconds to wait for a connection to the upstream.",
     "repositories.read-timeout": "Longest silence, in seconds, while reading an upstream response.",
-    "repositories.total-timeout": "Seconds a whole upstream page fetch may take.",
+    "repositories.total-timeout": "Seconds a whole upstream page fetch (or .metadata file) "
+    "may take, redirects included.",
+    "repositories.download-timeout": "Seconds one distribution file may take to download "
+    "in all, redirects included (read-timeout still bounds each silence).",
     "repositories.max-page-bytes": "Largest project page accepted from the upstream, in bytes.",
     "repositories.max-list-bytes": "Largest project list accepted from the upstream, in bytes.",
+    "repositories.file-hosts": "Hosts besides the upstream's own that file URLs, .metadata "
+    'URLs and redirects may lead to: "files.example", "*.cdn.example" (its subdomains) or "*" '
+    "(any); a listed host is trusted at any address. Empty: any host, but only at public "
+    "addresses or at addresses of the kind the upstream itself has, so a public upstream "
+    "never sends the cache to loopback, private or link-local addresses (169.254.169.254).",
     "repositories.username": "HTTP basic auth user for a private upstream. Default: none.",
     "repositories.password": "Its password (needs username). Default: none. Better kept out "
     "of files: MYPYPI2_REPOSITORIES__<NAME>__PASSWORD.",
-    "repositories.headers": "Extra HTTP headers sent with every upstream request. Default: none.",
+    "repositories.headers": "Extra HTTP headers sent with every upstream request (to the "
+    "upstream's own origin only, never along a redirect or to a file host). Default: none.",
 }
 
 

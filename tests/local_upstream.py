@@ -3,8 +3,8 @@
 It serves the Simple API in the format each project asks for (PEP 691 JSON or PEP 503
 HTML), counts every request (and records its headers), answers `If-None-Match` with 304,
 and can be told to misbehave per path: delay, stall until released, fail with a status, send
-a raw body of any type (optionally chunked), drop the connection before answering or in the
-middle of the body.
+a raw body of any type (optionally chunked, with extra headers), redirect, send raw bytes as
+the whole answer, drop the connection before answering or in the middle of the body.
 """
 
 from __future__ import annotations
@@ -79,6 +79,13 @@ class Fault:
     # chunked when `chunked`, else delimited by closing the connection. The body is longer
     # than the page's size and wrong from its first byte.
     overlong: int | None = None
+    # Answer with a redirect to this URL (with `status` when it is a 3xx, else 302).
+    redirect_to: str | None = None
+    # Extra headers sent with `body` (Content-Encoding, ETag, X-PyPI-Last-Serial, ...).
+    headers: dict[str, str] = field(default_factory=dict)
+    # Write these bytes as the whole answer (status line, headers, body: anything, not even
+    # valid UTF-8), then close the connection.
+    raw: bytes | None = None
 
 
 @dataclass
@@ -181,10 +188,15 @@ class LocalUpstream:
             await self._wait(self._released.wait())
         if fault.reset:
             return _drop(request)
+        if fault.raw is not None:
+            return _send_raw(request, fault.raw)
+        if fault.redirect_to is not None:
+            status = fault.status if 300 <= fault.status < 400 else 302
+            return web.Response(status=status, headers={"Location": fault.redirect_to})
         if fault.body is None and fault.status == 200:
             return None
         body = fault.body if fault.body is not None else b"upstream trouble"
-        headers = {"Content-Type": fault.content_type}
+        headers = {"Content-Type": fault.content_type, **fault.headers}
         if fault.chunked or fault.truncate is not None:
             response = web.StreamResponse(status=fault.status, headers=headers)
             if fault.chunked:
@@ -331,6 +343,14 @@ def _drop(request: web.Request) -> web.Response:
     """Close the connection under the handler: the client sees the server disconnect."""
     assert request.transport is not None
     request.transport.abort()
+    return web.Response()
+
+
+def _send_raw(request: web.Request, raw: bytes) -> web.Response:
+    """Send `raw` as it is, bypassing aiohttp's response, and close the connection."""
+    assert request.transport is not None
+    request.transport.write(raw)
+    request.transport.close()
     return web.Response()
 
 

@@ -1,26 +1,41 @@
-"""The HTTP client of one upstream index: conditional GETs that return parsed pages.
+"""The HTTP client of one upstream index: conditional GETs that return parsed pages, and files.
 
 Failures are translated where they happen: 404/410 -> UpstreamNotFound, timeouts ->
-UpstreamTimeout, anything else unusable (status, connection, size, body) -> UpstreamError,
-always chained to the cause.
+UpstreamTimeout, anything else unusable (status, connection, size, body, a page the parser
+cannot read, a host the policy refuses) -> UpstreamError, chained to the cause. The URL an
+error names is redacted: its text reaches clients in 502 bodies and the logs.
+
+Everything an upstream sends is untrusted:
+- bodies are bounded twice, as received and as expanded: we ask for gzip but decompress
+  ourselves in bounded pieces, so a small compressed "bomb" is refused at the limit;
+- the project list (tens of MB) streams through its parser and is never held whole;
+- validators are kept only when PostgreSQL and our own responses can carry them: printable
+  ASCII of sane length, a serial of ASCII digits that fits a bigint;
+- redirects are followed here, hop by hop: each hop is checked against the host policy
+  (`hosts.py`), and credentials only ever go to the upstream's own origin.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import re
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import aiohttp
 import msgspec
+import yarl
 
 from mypypi2.config import RepositoryConfig
 from mypypi2.errors import MalformedPage, UpstreamError, UpstreamNotFound, UpstreamTimeout
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.queries import Validators
-from mypypi2.upstream.parse import parse_project_list, parse_project_page
+from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, ip_literal
+from mypypi2.upstream.parse import ProjectListParser, parse_project_page
+from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinfo
 
 T = TypeVar("T")
 
@@ -29,9 +44,18 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+json, "
     "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 )
+# The codings we can undo ourselves with a bound on the output (zlib's max_length).
+ACCEPT_ENCODING = "gzip, deflate"
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
 # Parsing a large page (a project list runs to tens of MB) would stall every other request.
 _PARSE_IN_THREAD_ABOVE = 512 * 1024
+# An ETag or Last-Modified is a few dozen characters; past this it is not a validator.
+_MAX_VALIDATOR_LENGTH = 1024
+_SERIAL = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also accepts "²"
+_BIGINT_END = 2**63  # serials go into a PostgreSQL bigint
+_MAX_REASON_LENGTH = 300
 
 
 class Fetched(msgspec.Struct, Generic[T], frozen=True):
@@ -52,158 +76,333 @@ class UpstreamBody(msgspec.Struct, frozen=True):
     chunks: AsyncIterator[bytes]
 
 
+# What turns a page response into a model: (response, content type, final URL) -> model.
+_Consume = Callable[[aiohttp.ClientResponse, str, str], Awaitable[T]]
+
+
 class UpstreamClient:
     def __init__(self, repository: RepositoryConfig, session: aiohttp.ClientSession) -> None:
         self._repository = repository
         self._session = session
-        self._base = repository.upstream.rstrip("/") + "/"
-        self._origin = _origin(self._base)
+        # Userinfo in the upstream URL is basic auth, sent like `username`/`password`, and
+        # never part of a URL we request, log or put into an error.
+        self._base, userinfo = split_userinfo(repository.upstream.rstrip("/") + "/")
+        self._origin = origin(self._base)
+        self._policy = HostPolicy.for_repository(repository)
         self._credentials = dict(repository.headers)
-        if repository.username is not None:
-            self._credentials["Authorization"] = aiohttp.encode_basic_auth(
-                repository.username, repository.password or ""
-            )
-        # Files may take long; only silence and connecting are bounded, never the total.
-        self._file_timeout = aiohttp.ClientTimeout(
-            total=None, connect=repository.connect_timeout, sock_read=repository.read_timeout
-        )
+        username, password = repository.username, repository.password
+        if username is None and userinfo is not None:
+            username, password = userinfo
+        if username is not None:
+            self._credentials["Authorization"] = aiohttp.encode_basic_auth(username, password or "")
 
     @staticmethod
     def open_session(repository: RepositoryConfig) -> aiohttp.ClientSession:
         """The one session (connection pool) used for everything sent to this upstream."""
+        resolver = GuardedResolver(HostPolicy.for_repository(repository))
         return aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=repository.total_timeout,
-                connect=repository.connect_timeout,
-                sock_read=repository.read_timeout,
-            ),
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=64),
+            timeout=_timeout(repository, repository.total_timeout),
+            connector=aiohttp.TCPConnector(limit=64, limit_per_host=64, resolver=resolver),
             raise_for_status=False,
+            # Decoded by `_expanded`, counting what a compressed body expands to.
+            auto_decompress=False,
         )
-
-    def _headers(self, url: str, **headers: str) -> dict[str, str]:
-        # Credentials of a private index go to that index only, never to the file host
-        # (often a CDN) its pages link to.
-        if _origin(url) == self._origin:
-            return {**self._credentials, **headers}
-        return headers
 
     @asynccontextmanager
     async def file(self, url: str) -> AsyncIterator[UpstreamBody]:
         """GET a distribution file; errors while reading the body are translated too."""
-        try:
-            async with self._session.get(
-                url,
-                headers=self._headers(url, **{"Accept-Encoding": "identity"}),
-                timeout=self._file_timeout,
-                auto_decompress=False,  # the bytes hashed must be the bytes published
-            ) as response:
+        # The bytes hashed must be the bytes published: no content coding.
+        headers = {"Accept-Encoding": "identity"}
+        with _translated(url):
+            async with self._open(url, self._repository.download_timeout, headers) as response:
                 _raise_for_status(response, url)
                 yield UpstreamBody(response.content_length, response.content.iter_chunked(_CHUNK))
-        except TimeoutError as exc:
-            raise UpstreamTimeout(url, "timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(url, f"{type(exc).__name__}: {exc}") from exc
 
     async def small_file(self, url: str, limit: int) -> bytes:
         """GET a small file whole (a PEP 658 .metadata), refusing more than `limit` bytes."""
-        try:
-            async with self._session.get(url, headers=self._headers(url)) as response:
+        headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        with _translated(url):
+            async with self._open(url, self._repository.total_timeout, headers) as response:
                 _raise_for_status(response, url)
-                return await _read_limited(response, url, limit)
-        except TimeoutError as exc:
-            raise UpstreamTimeout(url, "timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(url, f"{type(exc).__name__}: {exc}") from exc
+                return b"".join([piece async for piece in _expanded(response, url, limit)])
 
     async def project_page(
         self, project: str, known: Validators | None
     ) -> Fetched[ProjectPage] | NotModified:
         url = f"{self._base}{project}/"
-        return await self._get(
-            url,
-            known,
-            self._repository.max_page_bytes,
-            lambda body, type_, final_url: parse_project_page(body, type_, final_url, project),
-        )
+        limit = self._repository.max_page_bytes
+
+        async def consume(
+            response: aiohttp.ClientResponse, content_type: str, final_url: str
+        ) -> ProjectPage:
+            body = b"".join([piece async for piece in _expanded(response, url, limit)])
+            with _parsing(url):
+                if len(body) > _PARSE_IN_THREAD_ABOVE:
+                    return await asyncio.to_thread(
+                        parse_project_page, body, content_type, final_url, project
+                    )
+                return parse_project_page(body, content_type, final_url, project)
+
+        return await self._get(url, known, consume)
 
     async def project_list(self, known: Validators | None) -> Fetched[ProjectList] | NotModified:
-        return await self._get(
-            self._base,
-            known,
-            self._repository.max_list_bytes,
-            lambda body, type_, _: parse_project_list(body, type_),
-        )
+        url = self._base
+        limit = self._repository.max_list_bytes
+
+        async def consume(
+            response: aiohttp.ClientResponse, content_type: str, _final_url: str
+        ) -> ProjectList:
+            # Fed as it arrives: the list is never held whole, compressed or expanded.
+            with _parsing(url):
+                parser = ProjectListParser(content_type)
+            fed = 0
+            async for piece in _expanded(response, url, limit):
+                with _parsing(url):
+                    if fed > _PARSE_IN_THREAD_ABOVE:
+                        await asyncio.to_thread(parser.feed, piece)
+                    else:
+                        parser.feed(piece)
+                fed += len(piece)
+            with _parsing(url):
+                if fed > _PARSE_IN_THREAD_ABOVE:
+                    return await asyncio.to_thread(parser.close)
+                return parser.close()
+
+        return await self._get(url, known, consume)
 
     async def _get(
-        self,
-        url: str,
-        known: Validators | None,
-        limit: int,
-        parse: Callable[[bytes, str, str], T],
+        self, url: str, known: Validators | None, consume: _Consume[T]
     ) -> Fetched[T] | NotModified:
-        headers = self._headers(url, Accept=ACCEPT)
-        if known is not None and known.etag:
-            headers["If-None-Match"] = known.etag
-        if known is not None and known.last_modified:
-            headers["If-Modified-Since"] = known.last_modified
-        try:
-            async with self._session.get(url, headers=headers) as response:
+        headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
+        etag = _validator(known.etag if known is not None else None)
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        last_modified = _validator(known.last_modified if known is not None else None)
+        if last_modified is not None:
+            headers["If-Modified-Since"] = last_modified
+        with _translated(url):
+            async with self._open(url, self._repository.total_timeout, headers) as response:
                 if response.status == 304 and known is not None:
                     return NotModified(_validators(response, known))
                 _raise_for_status(response, url)
-                body = await _read_limited(response, url, limit)
-                content_type = response.headers.get("Content-Type", "")
-                final_url = str(response.url)
                 validators = _validators(response, Validators())
-        except TimeoutError as exc:
-            raise UpstreamTimeout(url, "timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(url, f"{type(exc).__name__}: {exc}") from exc
-        try:
-            if len(body) > _PARSE_IN_THREAD_ABOVE:
-                model = await asyncio.to_thread(parse, body, content_type, final_url)
-            else:
-                model = parse(body, content_type, final_url)
-        except MalformedPage as exc:
-            raise UpstreamError(url, f"malformed page: {exc.reason}") from exc
+                content_type = response.headers.get("Content-Type", "")
+                model = await consume(response, content_type, str(response.url))
         serial = validators.last_serial
         if serial is None:
-            serial = getattr(model, "last_serial", None)
+            serial = _bigint(getattr(model, "last_serial", None))
         return Fetched(model, msgspec.structs.replace(validators, last_serial=serial))
+
+    @asynccontextmanager
+    async def _open(
+        self, url: str, total: float, headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET `url`, following redirects ourselves within one deadline of `total` seconds.
+
+        Every hop is checked against the host policy before it is sent, and carries the
+        configured credentials only when it is on the upstream's own origin."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + total
+        for _hop in range(MAX_REDIRECTS + 1):
+            await self._check_target(url)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            async with self._session.get(
+                url,
+                headers=self._headers(url, headers),
+                allow_redirects=False,
+                timeout=_timeout(self._repository, remaining),
+            ) as response:
+                location = response.headers.get("Location")
+                if response.status not in _REDIRECT_STATUSES or location is None:
+                    yield response
+                    return
+                url = _redirect_target(url, location)
+        raise HostRefused(f"refused: more than {MAX_REDIRECTS} redirects")
+
+    async def _check_target(self, url: str) -> None:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+            yarl.URL(url)  # what aiohttp will make of it; surrogates fail here
+        except (ValueError, UnicodeError) as exc:
+            raise HostRefused(f"refused: invalid URL ({exc})") from exc
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            raise HostRefused(f"refused: not an http(s) URL: {redact_url(url)}")
+        self._policy.check_host(host)
+        address = ip_literal(host)
+        if address is not None:  # names are checked as they resolve (GuardedResolver)
+            await self._policy.check_address(host, address)
+
+    def _headers(self, url: str, headers: Mapping[str, str]) -> dict[str, str]:
+        # Credentials of a private index go to that index only: never to the file host
+        # (often a CDN) its pages link to, nor along a redirect to another origin.
+        if origin(url) == self._origin:
+            return {**self._credentials, **headers}
+        return dict(headers)
+
+
+def _timeout(repository: RepositoryConfig, total: float) -> aiohttp.ClientTimeout:
+    # `total` bounds a whole response, body included; `sock_read` bounds each silence.
+    return aiohttp.ClientTimeout(
+        total=total, connect=repository.connect_timeout, sock_read=repository.read_timeout
+    )
+
+
+def _redirect_target(url: str, location: str) -> str:
+    try:
+        target = urljoin(url, location.strip())
+    except ValueError as exc:
+        raise HostRefused(f"refused: redirect to an invalid URL ({exc})") from exc
+    return urldefrag(target).url
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Connection-level failures as our errors, naming `url` without its secrets."""
+    shown = redact_url(url)
+    try:
+        yield
+    except HostRefused as exc:
+        raise UpstreamError(shown, exc.reason) from exc
+    except TimeoutError as exc:
+        raise UpstreamTimeout(shown, "timed out") from exc
+    except aiohttp.ClientError as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, HostRefused):
+            raise UpstreamError(shown, exc.os_error.reason) from exc
+        raise UpstreamError(shown, _reason(f"{type(exc).__name__}: {exc}")) from exc
+
+
+@contextmanager
+def _parsing(url: str) -> Iterator[None]:
+    """Whatever a parser raises on an upstream's bytes is that upstream's bad answer."""
+    try:
+        yield
+    except MalformedPage as exc:
+        raise UpstreamError(redact_url(url), _reason(f"malformed page: {exc.reason}")) from exc
+    except Exception as exc:  # ValueError, RecursionError, UnicodeError, OverflowError, ...
+        reason = _reason(f"unreadable page: {type(exc).__name__}: {exc}")
+        raise UpstreamError(redact_url(url), reason) from exc
+
+
+def _reason(text: str) -> str:
+    text = redact_text(text)
+    if len(text) > _MAX_REASON_LENGTH:
+        return text[: _MAX_REASON_LENGTH - 3] + "..."
+    return text
 
 
 def _raise_for_status(response: aiohttp.ClientResponse, url: str) -> None:
     if response.status in (404, 410):
-        raise UpstreamNotFound(url)
+        raise UpstreamNotFound(redact_url(url))
     if response.status != 200:
-        raise UpstreamError(url, f"HTTP {response.status} {response.reason or ''}".strip())
+        reason = f"HTTP {response.status} {response.reason or ''}".strip()
+        raise UpstreamError(redact_url(url), _reason(reason))
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    default_port = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, parts.hostname or "", parts.port or default_port
-
-
-async def _read_limited(response: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+async def _expanded(response: aiohttp.ClientResponse, url: str, limit: int) -> AsyncIterator[bytes]:
+    """The body with its content coding undone; over `limit` bytes received or expanded,
+    or undecodable, it is an UpstreamError."""
+    shown = redact_url(url)
     if response.content_length is not None and response.content_length > limit:
-        raise UpstreamError(url, f"page of {response.content_length} bytes is over {limit}")
-    chunks: list[bytes] = []
-    size = 0
+        raise UpstreamError(shown, f"page of {response.content_length} bytes is over {limit}")
+    coding = response.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+        raise UpstreamError(shown, _reason(f"unsupported Content-Encoding {coding!r}"))
+    expander = _Expander(coding)
+    received = expanded = 0
     async for chunk in response.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError(url, f"page is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        received += len(chunk)
+        if received > limit:
+            raise UpstreamError(shown, f"page is over the limit of {limit} bytes")
+        try:
+            for piece in expander.expand(chunk):
+                expanded += len(piece)
+                if expanded > limit:
+                    raise UpstreamError(
+                        shown, f"{coding} page expands past the limit of {limit} bytes"
+                    )
+                yield piece
+        except zlib.error as exc:
+            raise UpstreamError(shown, _reason(f"bad {coding} body: {exc}")) from exc
+    if not expander.complete:
+        raise UpstreamError(shown, f"{coding} body ends before its compressed stream does")
+
+
+class _Expander:
+    """Undoes gzip or deflate in pieces of at most _CHUNK bytes, so what a body expands to
+    is counted before it is held."""
+
+    def __init__(self, coding: str) -> None:
+        self._coding = coding if coding not in ("", "identity") else None
+        self._inflater: zlib._Decompress | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self._inflater is None
+
+    def expand(self, data: bytes) -> Iterator[bytes]:
+        if self._coding is None:
+            if data:
+                yield data
+            return
+        while True:
+            if self._inflater is None:
+                if not data:
+                    return
+                self._inflater = zlib.decompressobj(self._window_bits(data))
+            piece = self._inflater.decompress(data, _CHUNK)
+            if piece:
+                yield piece
+            if self._inflater.eof:
+                # A gzip body may hold several members (RFC 1952); anything else after the
+                # end of a stream fails as the start of the next one.
+                data = self._inflater.unused_data
+                self._inflater = None
+                continue
+            data = self._inflater.unconsumed_tail
+            if not data and len(piece) < _CHUNK:  # input used up, no output pending
+                return
+
+    def _window_bits(self, data: bytes) -> int:
+        if self._coding != "deflate":
+            return 16 + zlib.MAX_WBITS  # gzip header and trailer
+        # "deflate" is zlib-wrapped (RFC 9110), but some servers send a raw deflate stream.
+        return zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+
+
+def _validator(value: str | None) -> str | None:
+    """An ETag or Last-Modified we can store and send back: printable ASCII, not too long.
+
+    Headers are decoded as UTF-8 with surrogate escapes: invalid bytes would reach
+    PostgreSQL as text it refuses. Without a validator we simply ask unconditionally."""
+    if value and len(value) < _MAX_VALIDATOR_LENGTH and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+def _serial(value: str | None) -> int | None:
+    if value is None or not _SERIAL.fullmatch(value.strip()):
+        return None
+    return _bigint(int(value))
+
+
+def _bigint(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _BIGINT_END:
+        return value
+    return None
 
 
 def _validators(response: aiohttp.ClientResponse, known: Validators) -> Validators:
-    """The response's validators; a 304 may omit some, then the known ones stay."""
-    serial_header = response.headers.get("X-PyPI-Last-Serial", "")
+    """The response's validators; a 304 may omit some (or send unusable ones), then the
+    known ones stay."""
+    etag = _validator(response.headers.get("ETag"))
+    last_modified = _validator(response.headers.get("Last-Modified"))
+    serial = _serial(response.headers.get("X-PyPI-Last-Serial"))
     return Validators(
-        etag=response.headers.get("ETag", known.etag),
-        last_modified=response.headers.get("Last-Modified", known.last_modified),
-        last_serial=int(serial_header) if serial_header.isdigit() else known.last_serial,
+        etag=etag if etag is not None else known.etag,
+        last_modified=last_modified if last_modified is not None else known.last_modified,
+        last_serial=serial if serial is not None else known.last_serial,
     )

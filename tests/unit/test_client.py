@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import threading
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
 from mypypi2.config import RepositoryConfig
 from mypypi2.errors import MalformedPage, UpstreamError, UpstreamNotFound, UpstreamTimeout
-from mypypi2.models import ProjectPage
+from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.queries import Validators
 from mypypi2.upstream import client as client_module
 from mypypi2.upstream.client import ACCEPT, Fetched, NotModified, UpstreamClient
-from mypypi2.upstream.parse import parse_project_page
+from mypypi2.upstream.parse import ProjectListParser, parse_project_page
+from tests import fake_dns
+from tests.fake_dns import FakeResolver
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 BASE = "http://upstream.test/simple/"
@@ -37,6 +42,8 @@ PAGE: dict[str, Any] = {
     ],
 }
 PAGE_BODY = json.dumps(PAGE).encode()
+# Never connected to: names resolve from a table and aioresponses answers every request.
+PUBLIC = "1.2.3.4"
 LIST_BODY = json.dumps({"meta": {"api-version": "1.0"}, "projects": [{"name": "demo"}]}).encode()
 
 MakeClient = Callable[..., UpstreamClient]
@@ -47,8 +54,8 @@ async def make_client() -> AsyncIterator[MakeClient]:
     """Clients on their real session (as app.py builds them); options go to RepositoryConfig."""
     sessions: list[aiohttp.ClientSession] = []
 
-    def make(**options: Any) -> UpstreamClient:
-        repository = RepositoryConfig(name="pypi", upstream=BASE, **options)
+    def make(upstream: str = BASE, **options: Any) -> UpstreamClient:
+        repository = RepositoryConfig(name="pypi", upstream=upstream, **options)
         session = UpstreamClient.open_session(repository)
         sessions.append(session)
         return UpstreamClient(repository, session)
@@ -75,6 +82,12 @@ class Upstream(aioresponses):
     def reply(self, url: str, **kwargs: Any) -> None:
         """Answer the next GET of `url` (aioresponses' `get`, with a compatible response)."""
         self.get(url, response_class=_Response, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
+    """The upstream's name looks public; aioresponses answers every request (no socket)."""
+    return fake_dns.install(monkeypatch, {"upstream.test": [PUBLIC]})
 
 
 @pytest.fixture
@@ -384,12 +397,12 @@ async def test_project_list_has_its_own_limit(make_client: MakeClient, upstream:
 async def test_malformed_page_is_an_upstream_error_chained_to_the_parse_error(
     make_client: MakeClient, upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, body=b"<html><a>no href</a></html>", content_type="text/html")
+    upstream.reply(PAGE_URL, body=b'{"meta": ', content_type=JSON_V1)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
 
-    assert raised.value.reason == "malformed page: anchor without href"
+    assert raised.value.reason.startswith("malformed page: invalid JSON page")
     assert isinstance(raised.value.__cause__, MalformedPage)
 
 
@@ -415,3 +428,506 @@ async def test_large_page_is_parsed_off_the_event_loop_with_the_same_result(
     assert threads[0] is threading.main_thread()
     assert threads[1] is not threading.main_thread()
     assert large == small
+
+
+# -- untrusted validators ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header", ["²", "١٢", str(2**63), str(2**64), "12a", "1e3", "+5", "٣"], ids=repr
+)
+async def test_last_serial_header_needs_ascii_digits_that_fit_a_bigint(
+    make_client: MakeClient, upstream: Upstream, header: str
+) -> None:
+    # "²".isdigit() is true and int("²") raises; 2**63 overflows PostgreSQL's bigint.
+    upstream.reply(
+        PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers={"X-PyPI-Last-Serial": header}
+    )
+
+    fetched = await fetch_page(make_client())
+
+    assert fetched.validators.last_serial == 7  # meta._last-serial
+
+
+async def test_the_largest_bigint_serial_is_kept(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    serial = str(2**63 - 1)
+    upstream.reply(
+        PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers={"X-PyPI-Last-Serial": serial}
+    )
+
+    fetched = await fetch_page(make_client())
+
+    assert fetched.validators.last_serial == 2**63 - 1
+
+
+async def test_a_page_serial_out_of_bigint_range_is_dropped(
+    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever the parser lets through, what reaches a bigint column must fit one.
+    def parse(*args: Any) -> ProjectPage:
+        page = parse_project_page(*args)
+        return msgspec.structs.replace(page, last_serial=2**63)
+
+    monkeypatch.setattr(client_module, "parse_project_page", parse)
+    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+
+    fetched = await fetch_page(make_client())
+
+    assert fetched.validators.last_serial is None
+
+
+UNUSABLE_VALIDATORS = ['"' + "x" * 1100 + '"', '"café"', '"tab\there"', ""]
+
+
+@pytest.mark.parametrize("value", UNUSABLE_VALIDATORS, ids=["long", "non-ascii", "tab", "empty"])
+async def test_unusable_etag_and_last_modified_are_dropped(
+    make_client: MakeClient, upstream: Upstream, value: str
+) -> None:
+    upstream.reply(
+        PAGE_URL,
+        body=PAGE_BODY,
+        content_type=JSON_V1,
+        headers={"ETag": value, "Last-Modified": value},
+    )
+
+    fetched = await fetch_page(make_client())
+
+    assert (fetched.validators.etag, fetched.validators.last_modified) == (None, None)
+
+
+async def test_unusable_validators_on_a_304_keep_the_known_ones(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    upstream.reply(PAGE_URL, status=304, headers={"ETag": '"café"', "Last-Modified": "x" * 2000})
+    known = Validators('"abc"', "Mon, 01 Jan 2024 00:00:00 GMT", 41)
+
+    assert await make_client().project_page("demo", known) == NotModified(known)
+
+
+async def test_unusable_known_validators_are_not_sent(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    # A row stored before validators were checked: no header injection, no conditional GET.
+    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+
+    await fetch_page(make_client(), Validators('"a"\r\nX-Injected: 1', "caf\u00e9", 3))
+
+    headers = sent_headers(upstream)
+    assert "if-none-match" not in headers
+    assert "if-modified-since" not in headers
+
+
+# -- anything a parser raises -----------------------------------------------------------------
+
+
+PARSER_FAILURES = [
+    ValueError("bad value"),
+    RecursionError("maximum recursion depth exceeded"),
+    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+    OverflowError("int too large"),
+    KeyError("missing"),
+    AssertionError("internal"),
+]
+
+
+@pytest.mark.parametrize("exception", PARSER_FAILURES, ids=lambda e: type(e).__name__)
+async def test_any_page_parser_failure_is_an_upstream_error(
+    make_client: MakeClient,
+    upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+    exception: Exception,
+) -> None:
+    def parse(*args: Any) -> ProjectPage:
+        raise exception
+
+    monkeypatch.setattr(client_module, "parse_project_page", parse)
+    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_page("demo", None)
+
+    assert type(raised.value) is UpstreamError
+    assert raised.value.__cause__ is exception
+    assert raised.value.reason.startswith(f"unreadable page: {type(exception).__name__}")
+
+
+@pytest.mark.parametrize("stage", ["init", "feed", "close"])
+async def test_any_project_list_parser_failure_is_an_upstream_error(
+    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    class Exploding:
+        def __init__(self, content_type: str) -> None:
+            self._explode("init")
+
+        def feed(self, chunk: bytes) -> None:
+            self._explode("feed")
+
+        def close(self) -> ProjectList:
+            self._explode("close")
+            raise AssertionError("unreachable")
+
+        @staticmethod
+        def _explode(at: str) -> None:
+            if at == stage:
+                raise RecursionError(f"deep in {at}")
+
+    monkeypatch.setattr(client_module, "ProjectListParser", Exploding)
+    upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_list(None)
+
+    assert type(raised.value) is UpstreamError
+    assert raised.value.reason == f"unreadable page: RecursionError: deep in {stage}"
+
+
+async def test_project_list_is_fed_to_its_parser_piece_by_piece(
+    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed: list[int] = []
+
+    class Recording(ProjectListParser):
+        def feed(self, chunk: bytes) -> None:
+            fed.append(len(chunk))
+            super().feed(chunk)
+
+    monkeypatch.setattr(client_module, "ProjectListParser", Recording)
+    names = [f"project-{i}" for i in range(20_000)]
+    body = json.dumps(
+        {"meta": {"api-version": "1.0"}, "projects": [{"name": n} for n in names]}
+    ).encode()
+    upstream.reply(BASE, body=gzip.compress(body), content_type=JSON_V1, headers=GZIP)
+
+    fetched = await make_client().project_list(None)
+
+    assert isinstance(fetched, Fetched)
+    assert list(fetched.model.names) == names
+    assert sum(fed) == len(body)
+    assert len(fed) > 1 and max(fed) <= client_module._CHUNK
+
+
+# -- content coding ---------------------------------------------------------------------------
+
+
+GZIP = {"Content-Encoding": "gzip"}
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("x-gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", _raw_deflate),
+        ("gzip", lambda b: gzip.compress(b[:10]) + gzip.compress(b[10:])),  # two members
+        ("identity", lambda b: b),
+    ],
+    ids=["gzip", "x-gzip", "deflate-zlib", "deflate-raw", "gzip-two-members", "identity"],
+)
+async def test_compressed_pages_are_decoded(
+    make_client: MakeClient,
+    upstream: Upstream,
+    coding: str,
+    encode: Callable[[bytes], bytes],
+) -> None:
+    upstream.reply(
+        PAGE_URL,
+        body=encode(PAGE_BODY),
+        content_type=JSON_V1,
+        headers={"Content-Encoding": coding},
+    )
+
+    fetched = await fetch_page(make_client())
+
+    assert [f.filename for f in fetched.model.files] == ["demo-1.0.tar.gz"]
+    assert sent_headers(upstream)["accept-encoding"] == "gzip, deflate"
+
+
+async def test_a_gzip_bomb_page_is_refused_at_the_expanded_limit(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    bomb = gzip.compress(b" " * 5_000_000)  # about 5 KB
+    upstream.reply(PAGE_URL, body=bomb, content_type=JSON_V1, headers=GZIP)
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client(max_page_bytes=1_000_000).project_page("demo", None)
+
+    assert raised.value.reason == "gzip page expands past the limit of 1000000 bytes"
+
+
+async def test_a_gzip_bomb_project_list_is_refused_at_the_expanded_limit(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    bomb = gzip.compress(b"<html>" + b" " * 5_000_000)
+    upstream.reply(BASE, body=bomb, content_type="text/html", headers=GZIP)
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client(max_list_bytes=1_000_000).project_list(None)
+
+    assert raised.value.reason == "gzip page expands past the limit of 1000000 bytes"
+
+
+async def test_a_gzip_bomb_metadata_file_is_refused(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    url = "http://upstream.test/files/demo/demo-1.0.tar.gz.metadata"
+    upstream.reply(url, body=gzip.compress(b"Metadata-Version: 2.1\n" * 100_000), headers=GZIP)
+    upstream.reply(url, body=gzip.compress(b"Metadata-Version: 2.1\n"), headers=GZIP)
+    client = make_client()
+
+    with pytest.raises(UpstreamError, match="expands past the limit of 100000 bytes"):
+        await client.small_file(url, 100_000)
+    assert await client.small_file(url, 100_000) == b"Metadata-Version: 2.1\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"this is not gzip", "bad gzip body: "),
+        (gzip.compress(PAGE_BODY)[:20], "gzip body ends before its compressed stream does"),
+        (gzip.compress(PAGE_BODY) + b"trailing junk", "bad gzip body: "),
+    ],
+    ids=["not-gzip", "truncated", "trailing-junk"],
+)
+async def test_undecodable_gzip_is_an_upstream_error(
+    make_client: MakeClient, upstream: Upstream, body: bytes, reason: str
+) -> None:
+    upstream.reply(PAGE_URL, body=body, content_type=JSON_V1, headers=GZIP)
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_page("demo", None)
+
+    assert type(raised.value) is UpstreamError
+    assert raised.value.reason.startswith(reason)
+
+
+async def test_a_content_coding_we_did_not_ask_for_is_refused(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    upstream.reply(
+        PAGE_URL, body=b"\x0b\x02", content_type=JSON_V1, headers={"Content-Encoding": "br"}
+    )
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_page("demo", None)
+
+    assert raised.value.reason == "unsupported Content-Encoding 'br'"
+
+
+def test_expanding_never_yields_a_piece_larger_than_a_chunk() -> None:
+    data = bytes(range(256)) * 4000  # ~1 MB, compresses to a few KB
+    expander = client_module._Expander("gzip")
+
+    pieces = list(expander.expand(gzip.compress(data)))
+
+    assert b"".join(pieces) == data
+    assert max(len(p) for p in pieces) <= client_module._CHUNK
+    assert expander.complete
+
+
+async def test_a_file_is_asked_for_without_content_coding(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    url = "http://upstream.test/files/demo/demo-1.0.tar.gz"
+    upstream.reply(url, body=b"sdist bytes")
+
+    async with make_client().file(url) as body:
+        received = b"".join([chunk async for chunk in body.chunks])
+
+    assert received == b"sdist bytes"
+    assert sent_headers(upstream, url)["accept-encoding"] == "identity"
+
+
+# -- redirects and credentials ----------------------------------------------------------------
+
+
+async def test_credentials_follow_redirects_on_the_upstream_origin_only(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    moved, mirror = f"{BASE}demo-moved/", "http://mirror.test/simple/demo/"
+    upstream.reply(PAGE_URL, status=301, headers={"Location": "/simple/demo-moved/"})
+    upstream.reply(moved, status=307, headers={"Location": mirror})
+    upstream.reply(mirror, body=PAGE_BODY, content_type=JSON_V1)
+    client = make_client(username="reader", password="s3cret", headers={"X-Token": "t0ken"})
+
+    fetched = await fetch_page(client)
+
+    for url in (PAGE_URL, moved):
+        assert sent_headers(upstream, url)["x-token"] == "t0ken"
+        assert "authorization" in sent_headers(upstream, url)
+    at_mirror = sent_headers(upstream, mirror)
+    assert "x-token" not in at_mirror and "authorization" not in at_mirror
+    assert at_mirror["accept"] == ACCEPT
+    # Relative file URLs are resolved against where the page really came from.
+    assert fetched.model.files[0].url == "http://mirror.test/files/demo/demo-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["https://upstream.test/files/f.whl", "http://upstream.test:8080/files/f.whl"],
+    ids=["other-scheme", "other-port"],
+)
+async def test_a_file_redirected_to_another_origin_gets_no_credentials(
+    make_client: MakeClient, upstream: Upstream, elsewhere: str
+) -> None:
+    url = "http://upstream.test/files/f.whl"
+    upstream.reply(url, status=302, headers={"Location": elsewhere})
+    upstream.reply(elsewhere, body=b"wheel")
+    client = make_client(username="reader", password="s3cret", headers={"X-Token": "t0ken"})
+
+    async with client.file(url) as body:
+        assert b"".join([chunk async for chunk in body.chunks]) == b"wheel"
+
+    assert "x-token" in sent_headers(upstream, url)
+    assert "x-token" not in sent_headers(upstream, elsewhere)
+    assert "authorization" not in sent_headers(upstream, elsewhere)
+
+
+async def test_redirects_end_after_a_few_hops(make_client: MakeClient, upstream: Upstream) -> None:
+    upstream.get(
+        PAGE_URL,
+        status=302,
+        headers={"Location": PAGE_URL},
+        response_class=_Response,
+        repeat=True,
+    )
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_page("demo", None)
+
+    assert raised.value.reason == f"refused: more than {client_module.MAX_REDIRECTS} redirects"
+    assert len(upstream.requests[("GET", URL(PAGE_URL))]) == client_module.MAX_REDIRECTS + 1
+
+
+async def test_a_redirect_to_another_scheme_is_refused(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    upstream.reply(PAGE_URL, status=302, headers={"Location": "file:///etc/passwd"})
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_page("demo", None)
+
+    assert raised.value.reason == "refused: not an http(s) URL: file:///etc/passwd"
+
+
+async def test_credentials_in_the_upstream_url_are_basic_auth_and_never_shown(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    upstream.reply(PAGE_URL, status=503)
+    client = make_client(upstream="http://read%40er:s3cret@upstream.test/simple/")
+
+    with pytest.raises(UpstreamError) as raised:
+        await client.project_page("demo", None)
+
+    expected = "Basic " + base64.b64encode(b"read@er:s3cret").decode()
+    assert sent_headers(upstream)["authorization"] == expected
+    assert raised.value.url == PAGE_URL
+    assert "s3cret" not in str(raised.value)
+
+
+async def test_urls_in_errors_are_redacted(make_client: MakeClient, upstream: Upstream) -> None:
+    # A page may link files with userinfo; neither the URL nor aiohttp's text may show it.
+    url = "http://user:pa55@upstream.test/files/f.whl"
+    upstream.reply(url, exception=aiohttp.ClientConnectionError(f"cannot reach {url}"))
+
+    with pytest.raises(UpstreamError) as raised:
+        async with make_client().file(url):
+            pass
+
+    assert raised.value.url == "http://user:<redacted>@upstream.test/files/f.whl"
+    assert "pa55" not in str(raised.value)
+
+
+# -- the host policy --------------------------------------------------------------------------
+
+
+def requested(upstream: Upstream) -> list[str]:
+    return [str(url) for _method, url in upstream.requests]
+
+
+async def test_file_hosts_refuses_any_other_host_before_sending_anything(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    listed, own = "http://files.test/f.metadata", "http://upstream.test/f.metadata"
+    upstream.reply(listed, body=b"listed")
+    upstream.reply(own, body=b"own")
+    client = make_client(file_hosts=["files.test"])
+
+    with pytest.raises(UpstreamError) as raised:
+        await client.small_file("http://elsewhere.test/f.metadata", 100)
+
+    assert raised.value.reason == "refused: host elsewhere.test is not in file-hosts"
+    assert requested(upstream) == []
+    assert await client.small_file(listed, 100) == b"listed"
+    assert await client.small_file(own, 100) == b"own"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "refused: host 169.254.169.254 is a link-local address (169.254.169.254)",
+        ),
+        ("http://127.0.0.1:5432/", "refused: host 127.0.0.1 is a loopback address (127.0.0.1)"),
+        ("http://[::ffff:10.0.0.1]/x", "refused: host ::ffff:10.0.0.1 is a private address"),
+        ("http://0.0.0.0:8000/x", "refused: host 0.0.0.0 is a unspecified address (0.0.0.0)"),
+    ],
+    ids=["metadata-service", "loopback", "mapped-private", "unspecified"],
+)
+async def test_a_public_upstream_may_not_send_us_to_inner_addresses(
+    make_client: MakeClient, upstream: Upstream, url: str, reason: str
+) -> None:
+    with pytest.raises(UpstreamError) as raised:
+        async with make_client().file(url):
+            pass
+
+    assert raised.value.reason.startswith(reason)
+    assert requested(upstream) == []
+
+
+async def test_a_redirect_to_an_inner_address_is_refused(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    upstream.reply(PAGE_URL, status=302, headers={"Location": "http://127.0.0.1:6379/"})
+
+    with pytest.raises(UpstreamError) as raised:
+        await make_client().project_page("demo", None)
+
+    assert raised.value.reason.startswith("refused: host 127.0.0.1 is a loopback address")
+    assert requested(upstream) == [PAGE_URL]
+
+
+async def test_an_upstream_on_loopback_may_link_to_loopback(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    url = "http://127.0.0.2:8081/files/f.metadata"
+    upstream.reply(url, body=b"metadata")
+
+    client = make_client(upstream="http://127.0.0.1:8080/simple/")
+
+    assert await client.small_file(url, 100) == b"metadata"
+
+
+# -- timeouts ---------------------------------------------------------------------------------
+
+
+async def test_a_download_has_its_own_overall_deadline(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    url = "http://upstream.test/files/f.whl"
+    upstream.reply(url, body=b"wheel")
+
+    async with make_client(download_timeout=900.0, read_timeout=20.0).file(url):
+        pass
+
+    timeout = upstream.requests[("GET", URL(url))][0].kwargs["timeout"]
+    assert 899.0 < timeout.total <= 900.0
+    assert timeout.sock_read == 20.0

@@ -576,3 +576,62 @@ def test_to_toml_redacts_secrets_unless_asked() -> None:
     assert "p4ss" not in redacted and "t0k" not in redacted
     assert tomllib.loads(redacted)["repositories"][0]["password"] == config.REDACTED
     assert "p4ss" in config.to_toml(secret, redact=False)
+
+
+# --- the upstream client's options (file-hosts, download-timeout, URL credentials) ----------
+
+
+def test_to_toml_redacts_passwords_inside_urls() -> None:
+    secret = Config(
+        database=DatabaseConfig(url="postgresql://cache:db-pa55@db.example/cache"),
+        repositories=(
+            RepositoryConfig("private", "https://reader:up-pa55@upstream.example/simple/"),
+            RepositoryConfig("token", "https://tok3n@other.example/simple/"),
+        ),
+    )
+
+    redacted = config.to_toml(secret, redact=True)
+
+    for leaked in ("db-pa55", "up-pa55", "tok3n"):
+        assert leaked not in redacted
+    shown = tomllib.loads(redacted)
+    assert shown["database"]["url"] == "postgresql://cache:<redacted>@db.example/cache"
+    assert (
+        shown["repositories"][0]["upstream"] == "https://reader:<redacted>@upstream.example/simple/"
+    )
+    assert shown["repositories"][1]["upstream"] == "https://<redacted>@other.example/simple/"
+    assert "up-pa55" in config.to_toml(secret, redact=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        pytest.param({"download-timeout": 0.0}, "download-timeout", id="zero-download-timeout"),
+        pytest.param({"file-hosts": ["https://files.example/"]}, "file-hosts", id="url-host"),
+        pytest.param({"file-hosts": ["files.example:443"]}, "file-hosts", id="host-with-port"),
+        pytest.param({"file-hosts": ["files.*.example"]}, "file-hosts", id="inner-wildcard"),
+        pytest.param({"file-hosts": [""]}, "file-hosts", id="empty-host"),
+        pytest.param({"file-hosts": ["*."]}, "file-hosts", id="bare-wildcard-dot"),
+        pytest.param(
+            {"upstream": "https://u:p@upstream.example/simple/", "username": "u"},
+            "username",
+            id="credentials-twice",
+        ),
+    ],
+)
+def test_bad_upstream_client_options(tmp_path: Path, options: dict[str, Any], names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load_toml(tmp_path, _repository_toml(**options))
+
+    assert names in str(caught.value)
+
+
+def test_file_hosts_and_download_timeout_from_file_and_env(tmp_path: Path) -> None:
+    text = _repository_toml(**{"file-hosts": ["files.example", "*.cdn.example", "*"]})
+    environ = {**ENVIRON, "MYPYPI2_REPOSITORIES__PYPI__DOWNLOAD_TIMEOUT": "600"}
+
+    [loaded] = _load_toml(tmp_path, text, environ).repositories
+
+    assert loaded.file_hosts == ["files.example", "*.cdn.example", "*"]
+    assert loaded.download_timeout == 600.0
+    assert RepositoryConfig("pypi", UPSTREAM).download_timeout == 3600.0
