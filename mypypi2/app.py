@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
-from mypypi2 import db
 from mypypi2.config import Config, data_dir
+from mypypi2.db import Database, KeptConnection
 from mypypi2.errors import (
+    DatabaseUnavailable,
     FileNotFound,
     NotAcceptable,
     NotStored,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 class State(TypedDict):
     pages: Pages
     files: Files
+    listener: KeptConnection  # the connection that hears purges
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -57,14 +59,28 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (NotAcceptable, 406),
     (UpstreamTimeout, 504),
     (UpstreamError, 502),
+    (DatabaseUnavailable, 503),
+    # Outages met by code that uses the pool directly rather than through Database.
+    (asyncpg.PostgresConnectionError, 503),
+    (asyncpg.exceptions.OperatorInterventionError, 503),
+    (asyncpg.exceptions.InsufficientResourcesError, 503),
+    (asyncpg.exceptions.InternalClientError, 503),
 )
+# Error bodies echo what the client sent (a name, an Accept header): plain text, never
+# sniffed into HTML by a browser.
+_ERROR_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
     status = next(code for error, code in _STATUS_BY_ERROR if isinstance(exc, error))
+    headers = dict(_ERROR_HEADERS)
+    if status == 503:
+        headers["Retry-After"] = "1"
     if status >= 500:
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return PlainTextResponse(f"{exc}\n", status_code=status, headers={"Cache-Control": "no-store"})
+    return PlainTextResponse(
+        f"{exc}\n", status_code=status, headers=headers, media_type="text/plain; charset=utf-8"
+    )
 
 
 def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp:
@@ -73,17 +89,15 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            pool = await db.create_pool(
-                dsn, config.database.pool_min_size, config.database.pool_max_size
-            )
-            stack.push_async_callback(pool.close)
+            database = await Database.open(dsn, config.database)
+            stack.push_async_callback(database.close)
             clients = {}
             for repository in config.repositories:
                 session = UpstreamClient.open_session(repository)
                 stack.push_async_callback(session.close)
                 clients[repository.name] = UpstreamClient(repository, session)
             pages = Pages(
-                pool,
+                database,
                 {r.name: r for r in config.repositories},
                 clients,
                 base_url=config.server.base_url,
@@ -93,17 +107,30 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             )
             stack.push_async_callback(pages.close)
             storage = await open_storage(config, stack)
-            files = Files(pool, storage, pages, clients, offline=config.offline, clock=clock)
+            files = Files(
+                database.pool, storage, pages, clients, offline=config.offline, clock=clock
+            )
 
             def forget(purged: Purged) -> None:
                 pages.forget(purged)
                 files.forget(purged)
 
-            # Purges come from any process (`mypypi2 purge`, another replica): hear them all.
-            listener = await asyncpg.connect(dsn)
+            def missed_purges() -> None:
+                pages.expire_all()
+                for repository in config.repositories:
+                    files.forget(Purged(repository.name, None, files=True))
+
+            # Purges come from any process (`mypypi2 purge`, another replica): hear them all,
+            # and after the connection was lost (a database restart) trust nothing held.
+            listener = KeptConnection(
+                dsn,
+                lambda connection: listen_purged(connection, forget),
+                missed_purges,
+                application_name="mypypi2-listener",
+            )
+            await listener.start()
             stack.push_async_callback(listener.close)
-            await listen_purged(listener, forget)
-            yield {"pages": pages, "files": files}
+            yield {"pages": pages, "files": files, "listener": listener}
 
     routed = Starlette(
         routes=[*health.routes, *simple.routes, *files_routes.routes],

@@ -166,12 +166,20 @@ class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, re
     url: str = ""
     pool_min_size: int = 1
     pool_max_size: int = 10
+    # Seconds a request waits for a free pooled connection before it is answered 503.
+    pool_acquire_timeout: float = 3.0
+    # Seconds any one statement may run, lock waits included (0: no limit).
+    statement_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         if self.url and urlsplit(self.url).scheme not in ("postgresql", "postgres"):
             raise ValueError("url must be a postgresql:// DSN")
         if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
             raise ValueError("need 0 <= pool-min-size <= pool-max-size and pool-max-size >= 1")
+        if self.pool_acquire_timeout <= 0:
+            raise ValueError("pool-acquire-timeout must be > 0")
+        if self.statement_timeout < 0:
+            raise ValueError("statement-timeout must be >= 0 (0: no limit)")
 
 
 class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):

@@ -92,3 +92,11 @@ class StoredObjectMissing(Mypypi2Error):
     def __init__(self, key: str) -> None:
         super().__init__(f"stored object {key!r} is missing from the store")
         self.key = key
+
+
+class DatabaseUnavailable(Mypypi2Error):
+    """PostgreSQL could not be reached, or did not answer in time (a full pool included)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"database unavailable: {reason}")
+        self.reason = reason

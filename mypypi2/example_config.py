@@ -62,6 +62,10 @@ COMMENTS: dict[str, str] = {
     "<data-dir>/postgres.",
     "database.pool-min-size": "Connections each worker keeps open.",
     "database.pool-max-size": "Most connections each worker opens.",
+    "database.pool-acquire-timeout": "Seconds a request waits for a free connection of its "
+    "worker's pool; then it is answered 503 (a full pool never hangs a request).",
+    "database.statement-timeout": "Seconds any one statement may run, lock waits included; "
+    "0: no limit.",
     "storage": "Where verified distribution files are kept: a local directory or an "
     "S3-compatible bucket.",
     "storage.backend": '"disk" (a local directory) or "s3" (an S3-compatible bucket).',

@@ -32,5 +32,9 @@ class LRU(Generic[K, V]):
         for key in [key for key in self._entries if doomed(key)]:
             del self._entries[key]
 
+    def values(self) -> list[V]:
+        """Every entry, least recently used first (without touching their recency)."""
+        return list(self._entries.values())
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -7,19 +7,24 @@ Freshness policy, in the order a request meets it:
 2. Otherwise, in one coalesced task per page (Coalescer), read the page's state row:
    if another worker or replica refreshed it within the TTL, serve the stored rows (re-using
    this worker's rendering when the revision has not moved).
-3. Still stale: take the page's advisory lock, so one process in the whole deployment asks
-   the upstream while the others wait for its answer; re-read the state (the holder before
-   us may have refreshed it), then send one conditional request.
+3. Still stale: take the page's lease (queries/locks.py), so one process in the whole
+   deployment asks the upstream while the others poll the state until it is saved. No
+   database connection is held while the upstream answers: a slow upstream never empties
+   the pool. The holder re-reads the state (the holder before it may have just saved the
+   page), sends one conditional request, then saves in one short transaction:
    - 304, or a 200 with the same content: only the freshness moves (revision unchanged,
      so every rendering and ETag stays valid);
    - 200 with an older serial than ours (a stale CDN edge): ignored, ours is kept;
    - 200 with new content: the rows are replaced in one transaction and the revision bumps;
    - 404: remembered as not found for the negative TTL, but a page we hold is only
      given up after `gone-after-404s` consecutive 404s (until then it is served stale);
-   - any failure while a copy is stored, within the stale-if-error window: that copy is
-     served, marked stale, and the upstream is asked again after a short pause; with
-     nothing (usable) stored the error goes up.
+   - any failure (timeout, connection error, 5xx, a malformed page, values PostgreSQL
+     refuses to store): recorded for every process for a short pause, during which nobody
+     asks again; within the stale-if-error window the copy we hold is served, marked stale,
+     and with nothing (usable) stored the error goes up (never as a 404).
 Offline, step 3 never happens: what is stored is served, the rest is not found.
+While PostgreSQL is unreachable, the snapshot a worker holds is served marked stale (within
+the same window); a page it does not hold is DatabaseUnavailable (503), at once.
 """
 
 from __future__ import annotations
@@ -29,162 +34,62 @@ import datetime as dt
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
+from contextlib import suppress
+from typing import TypeGuard
 
-import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
 
-from mypypi2 import render
 from mypypi2.config import RepositoryConfig
+from mypypi2.db import Connection, Database, is_refusal
 from mypypi2.errors import (
+    DatabaseUnavailable,
     NotStored,
     ProjectNotFound,
     RepositoryNotFound,
     UpstreamError,
     UpstreamNotFound,
+    UpstreamTimeout,
 )
 from mypypi2.lru import LRU
 from mypypi2.models import ProjectList, ProjectPage
-from mypypi2.negotiate import JSON_V1
+from mypypi2.page_kinds import Kind, M, ProjectListKind, ProjectPageKind
 from mypypi2.queries import Executor, PageState, Validators, locks, project_lists, projects
 from mypypi2.queries.notifications import Purged
-from mypypi2.snapshot import Snapshot
+from mypypi2.snapshot import STALE_DATABASE, STALE_UPSTREAM, Snapshot
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", ProjectPage, ProjectList)
 Clock = Callable[[], float]  # seconds since the epoch; tests pass their own
-# After an upstream failure, a stale copy is served this long before the upstream is retried.
+# After an upstream failure, nobody asks that page's upstream again for this long (capped
+# by the TTL): a stale copy is served meanwhile, or the recorded error answered.
 ERROR_RETRY_SECONDS = 30.0
+# While the database is unreachable, a held snapshot is served this long between attempts.
+DATABASE_RETRY_SECONDS = 1.0
+# A refresh's lease on its page, renewed every third of it while the upstream is asked: a
+# crashed holder's page is taken over within this long.
+LEASE_SECONDS = 10.0
+# How often a process waiting for another one's refresh looks at the page's state.
+POLL_FIRST_SECONDS = 0.01
+POLL_MAX_SECONDS = 0.2
+# Failures recorded longer ago than this are deleted, a few at a time, on the way.
+FAILURES_KEPT_SECONDS = 3600.0
+FAILURES_DELETED_AT_ONCE = 100
 
 
-class _Kind(Protocol[M]):
-    """What differs between a project page and a project list; the policy is shared."""
+class _Claimed(msgspec.Struct, frozen=True):
+    """This process holds the page's lease; `state` was read after taking it."""
 
-    key: tuple[str, str]
-    lock_key: str
-    ttl: float
-    repository: RepositoryConfig
-
-    async def state(self, db: Executor) -> PageState | None: ...
-    async def load(self, db: Executor) -> M | None: ...
-    async def fetch(self, known: Validators | None) -> Fetched[M] | NotModified: ...
-    async def save(
-        self, db: Executor, model: M, validators: Validators, content_hash: bytes, now: dt.datetime
-    ) -> None: ...
-    async def save_not_found(self, db: Executor, now: dt.datetime) -> None: ...
-    async def count_missing(self, db: Executor) -> int: ...
-    async def mark_checked(
-        self, db: Executor, validators: Validators, now: dt.datetime
-    ) -> None: ...
-    def renderer(self, model: M) -> Callable[[str], bytes]: ...
-
-
-class _ProjectPageKind:
-    def __init__(self, pages: Pages, repository: RepositoryConfig, name: str) -> None:
-        self.key = (repository.name, name)
-        self.lock_key = f"page:{repository.name}/{name}"
-        self.ttl = repository.ttl
-        self.repository = repository
-        self._repository = repository.name
-        self._name = name
-        self._client = pages.client(repository.name)
-        self._files_prefix = f"{pages.base_url}/{repository.name}/files/{name}/"
-
-    async def state(self, db: Executor) -> PageState | None:
-        return await projects.get_state(db, self._repository, self._name)
-
-    async def load(self, db: Executor) -> ProjectPage | None:
-        return await projects.get_page(db, self._repository, self._name)
-
-    async def fetch(self, known: Validators | None) -> Fetched[ProjectPage] | NotModified:
-        return await self._client.project_page(self._name, known)
-
-    async def save(
-        self,
-        db: Executor,
-        model: ProjectPage,
-        validators: Validators,
-        content_hash: bytes,
-        now: dt.datetime,
-    ) -> None:
-        await projects.save_page(db, self._repository, model, validators, content_hash, now)
-
-    async def save_not_found(self, db: Executor, now: dt.datetime) -> None:
-        await projects.save_not_found(db, self._repository, self._name, now)
-
-    async def count_missing(self, db: Executor) -> int:
-        return await projects.count_missing(db, self._repository, self._name)
-
-    async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
-        await projects.mark_checked(db, self._repository, self._name, validators, now)
-
-    def renderer(self, model: ProjectPage) -> Callable[[str], bytes]:
-        def render_as(media_type: str) -> bytes:
-            if media_type == JSON_V1:
-                return render.project_json(model, self._files_prefix)
-            return render.project_html(model, self._files_prefix)
-
-        return render_as
-
-
-class _ProjectListKind:
-    def __init__(self, pages: Pages, repository: RepositoryConfig) -> None:
-        self.key = (repository.name, "")
-        self.lock_key = f"list:{repository.name}"
-        self.ttl = repository.list_ttl
-        self.repository = repository
-        self._repository = repository.name
-        self._client = pages.client(repository.name)
-        self._projects_prefix = f"{pages.base_url}/{repository.name}/simple/"
-
-    async def state(self, db: Executor) -> PageState | None:
-        return await project_lists.get_state(db, self._repository)
-
-    async def load(self, db: Executor) -> ProjectList | None:
-        return await project_lists.get_list(db, self._repository)
-
-    async def fetch(self, known: Validators | None) -> Fetched[ProjectList] | NotModified:
-        return await self._client.project_list(known)
-
-    async def save(
-        self,
-        db: Executor,
-        model: ProjectList,
-        validators: Validators,
-        content_hash: bytes,
-        now: dt.datetime,
-    ) -> None:
-        await project_lists.save_list(db, self._repository, model, validators, content_hash, now)
-
-    async def save_not_found(self, db: Executor, now: dt.datetime) -> None:
-        # An upstream without a project list is not a state we keep: the 404 goes through.
-        raise UpstreamNotFound(self._repository)
-
-    async def count_missing(self, db: Executor) -> int:
-        # The list of an index that answered once does not vanish: treat a 404 as an error.
-        return 0
-
-    async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
-        await project_lists.mark_checked(db, self._repository, validators, now)
-
-    def renderer(self, model: ProjectList) -> Callable[[str], bytes]:
-        def render_as(media_type: str) -> bytes:
-            if media_type == JSON_V1:
-                return render.index_json(model, self._projects_prefix)
-            return render.index_html(model, self._projects_prefix)
-
-        return render_as
+    state: PageState | None
 
 
 class Pages:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        database: Database,
         repositories: Mapping[str, RepositoryConfig],
         clients: Mapping[str, UpstreamClient],
         *,
@@ -193,16 +98,17 @@ class Pages:
         offline: bool = False,
         clock: Clock = time.time,
     ) -> None:
-        self._pool = pool
+        self._db = database
         self._repositories = repositories
         self._clients = clients
         self.base_url = base_url.rstrip("/")
         # This worker's snapshots, by (repository, project name or "" for the list).
         self.cache: LRU[tuple[str, str], Snapshot] = LRU(cache_entries)
         self._coalescer: Coalescer[tuple[str, str], Snapshot] = Coalescer()
-        self._background: set[asyncio.Task[Snapshot]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._offline = offline
         self._clock = clock
+        self._database_down = False  # logged once per outage
 
     async def close(self) -> None:
         """Stop background revalidations (before the upstream sessions close)."""
@@ -213,6 +119,12 @@ class Pages:
     def forget(self, purged: Purged) -> None:
         """Another process purged pages: drop this worker's snapshots of them."""
         self.cache.drop(lambda key: purged.covers(*key))
+
+    def expire_all(self) -> None:
+        """Purges may have been missed (the database connection was lost): read every page's
+        state again before serving it, keeping the snapshots to serve if that fails."""
+        for snapshot in self.cache.values():
+            snapshot.fresh_until = -float("inf")
 
     def client(self, repository: str) -> UpstreamClient:
         return self._clients[repository]
@@ -231,7 +143,8 @@ class Pages:
         config = self._repository(repository)
         snapshot = self._cached((repository, name), config, revalidate)
         if snapshot is None:
-            snapshot = await self._serve(_ProjectPageKind(self, config, name), revalidate)
+            kind = ProjectPageKind(config, name, self._clients[repository], self.base_url)
+            snapshot = await self._serve(kind, revalidate)
         if not snapshot.found:
             raise ProjectNotFound(repository, name)
         return snapshot
@@ -240,11 +153,12 @@ class Pages:
         config = self._repository(repository)
         snapshot = self._cached((repository, ""), config, revalidate)
         if snapshot is None:
-            snapshot = await self._serve(_ProjectListKind(self, config), revalidate)
+            kind = ProjectListKind(config, self._clients[repository], self.base_url)
+            snapshot = await self._serve(kind, revalidate)
         return snapshot
 
     async def ping_database(self) -> None:
-        await self._pool.fetchval("SELECT 1")
+        await self._db.ping()
 
     def has_repository(self, name: str) -> bool:
         """Whether `name` is a configured repository (routes check it before redirecting)."""
@@ -270,7 +184,7 @@ class Pages:
             return None
         return cached
 
-    async def _serve(self, kind: _Kind[M], revalidate: bool) -> Snapshot:
+    async def _serve(self, kind: Kind[M], revalidate: bool) -> Snapshot:
         cached = self.cache.get(kind.key)
         if cached is not None and not (
             revalidate and self._forced(kind.repository, cached.checked_at)
@@ -279,22 +193,41 @@ class Pages:
             if now < cached.fresh_until:
                 return cached
             window = kind.repository.stale_while_revalidate
-            if cached.found and not cached.stale and now < cached.fresh_until + window:
+            if cached.found and cached.stale is None and now < cached.fresh_until + window:
                 self._revalidate_in_background(kind)
                 return cached
-        return await self._coalescer.run(kind.key, lambda: self._resolve(kind, revalidate))
+        try:
+            return await self._coalescer.run(kind.key, lambda: self._resolve(kind, revalidate))
+        except DatabaseUnavailable as exc:
+            return self._through_outage(kind, exc)
 
-    def _revalidate_in_background(self, kind: _Kind[M]) -> None:
-        task = asyncio.ensure_future(
-            self._coalescer.run(kind.key, lambda: self._resolve(kind, False))
-        )
+    def _through_outage(self, kind: Kind[M], exc: DatabaseUnavailable) -> Snapshot:
+        """The snapshot this worker holds, marked stale, while the database is unreachable."""
+        if not self._database_down:
+            self._database_down = True
+            log.warning("serving held pages stale, failing the others: %s", exc)
+        held = self.cache.get(kind.key)
+        if held is None or not self._within_stale_window(kind, held.found, held.checked_at):
+            raise exc
+        now = self._clock()
+        if now >= held.fresh_until:
+            held.stale = STALE_DATABASE
+            held.fresh_until = now + DATABASE_RETRY_SECONDS
+        return held
+
+    def _revalidate_in_background(self, kind: Kind[M]) -> None:
+        task = asyncio.ensure_future(self._revalidate(kind))
         self._background.add(task)
-        task.add_done_callback(self._background_done)
+        task.add_done_callback(self._background.discard)
 
-    def _background_done(self, task: asyncio.Task[Snapshot]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("background revalidation failed: %s", task.exception())
+    async def _revalidate(self, kind: Kind[M]) -> None:
+        try:
+            await self._coalescer.run(kind.key, lambda: self._resolve(kind, False))
+        except DatabaseUnavailable as exc:
+            with suppress(DatabaseUnavailable):
+                self._through_outage(kind, exc)
+        except Exception as exc:  # a background task has nobody to answer: log it
+            log.warning("background revalidation of %s/%s failed: %s", *kind.key, exc)
 
     def _forced(self, config: RepositoryConfig, checked_at: float) -> bool:
         """Whether a client's no-cache obliges us to ask the upstream now."""
@@ -303,25 +236,76 @@ class Pages:
             return False
         return self._clock() >= checked_at + after
 
-    async def _resolve(self, kind: _Kind[M], revalidate: bool) -> Snapshot:
-        stale = False
-        async with self._pool.acquire() as connection:
+    async def _resolve(self, kind: Kind[M], revalidate: bool) -> Snapshot:
+        holder = uuid.uuid4()
+        pause = POLL_FIRST_SECONDS
+        while True:
+            found = await self._look(kind, revalidate, holder)
+            if isinstance(found, Snapshot):
+                snapshot = found
+                break
+            if found is not None:
+                snapshot = await self._refresh(kind, found.state, holder)
+                break
+            # Another process is asking the upstream: its answer will be in the state.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, POLL_MAX_SECONDS)
+        if self._database_down:
+            self._database_down = False
+            log.warning("the database answers again")
+        self.cache.put(kind.key, snapshot)
+        return snapshot
+
+    async def _look(
+        self, kind: Kind[M], revalidate: bool, holder: uuid.UUID
+    ) -> Snapshot | _Claimed | None:
+        """One short visit to the database: what to serve, or the lease (None: another
+        process holds it)."""
+        async with self._db.connection() as connection:
             state = await kind.state(connection)
             if self._offline:
                 if state is None:
                     raise NotStored(*kind.key)
-            elif not self._is_fresh(kind, state, revalidate):
-                async with locks.held(connection, kind.lock_key):
-                    # Whoever held the lock before us may have just refreshed the page.
-                    state = await kind.state(connection)
-                    if not self._is_fresh(kind, state, revalidate):
-                        state, stale = await self._refresh(connection, kind, state)
-            assert state is not None
-            snapshot = await self._snapshot(connection, kind, state, stale)
-        self.cache.put(kind.key, snapshot)
-        return snapshot
+                return await self._snapshot(connection, kind, state)
+            if self._is_fresh(state, kind, revalidate):
+                return await self._snapshot(connection, kind, state)
+            refresh = await locks.get_refresh(connection, *kind.key)
+            if refresh is not None:
+                failure = refresh.failure
+                if failure is not None and self._clock() < failure.until.timestamp():
+                    return await self._after_failure(connection, kind, state, failure)
+                if refresh.leased:
+                    return None
+            if not await locks.claim(
+                connection, *kind.key, holder, LEASE_SECONDS, self._datetime()
+            ):
+                return None
+            # Whoever held the lease before us may have saved the page just now.
+            state = await kind.state(connection)
+            if self._is_fresh(state, kind, revalidate):
+                await locks.end_lease(connection, *kind.key, holder)
+                return await self._snapshot(connection, kind, state)
+            return _Claimed(state)
 
-    def _is_fresh(self, kind: _Kind[M], state: PageState | None, revalidate: bool) -> bool:
+    async def _after_failure(
+        self,
+        connection: Connection,
+        kind: Kind[M],
+        state: PageState | None,
+        failure: locks.Failure,
+    ) -> Snapshot:
+        """Another process's refresh failed moments ago: answer as it did."""
+        held = state if state is not None and state.found else None
+        retry_at = failure.until.timestamp()
+        if held is not None and failure.kind == "not-found":  # fewer 404s than gone-after
+            return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
+        if held is not None and self._within_stale_window(kind, True, held.checked_at.timestamp()):
+            return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
+        raise _failure_error(failure)
+
+    def _is_fresh(
+        self, state: PageState | None, kind: Kind[M], revalidate: bool
+    ) -> TypeGuard[PageState]:
         if state is None:
             return False
         checked_at = state.checked_at.timestamp()
@@ -330,79 +314,172 @@ class Pages:
         ttl = kind.ttl if state.found else kind.repository.negative_ttl
         return self._clock() < checked_at + ttl
 
-    async def _refresh(
-        self,
-        connection: PoolConnectionProxy[asyncpg.Record],
-        kind: _Kind[M],
-        state: PageState | None,
-    ) -> tuple[PageState, bool]:
-        """Ask the upstream once; returns the new state and whether it is a stale copy."""
-        now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+    async def _refresh(self, kind: Kind[M], state: PageState | None, holder: uuid.UUID) -> Snapshot:
+        """Ask the upstream once, holding the page's lease but no database connection."""
         held = state if state is not None and state.found else None
+        renewal = asyncio.create_task(self._renew(kind, holder))
+        try:
+            try:
+                result = await self._fetch(kind, held)
+            except UpstreamNotFound as exc:
+                return await self._not_found(kind, held, holder, exc)
+            except UpstreamError as exc:
+                return await self._failed(kind, held, holder, exc)
+            try:
+                return await self._save(kind, held, holder, result)
+            except _Unstorable as exc:
+                return await self._failed(kind, held, holder, exc.error)
+        finally:
+            # On an unexpected error the lease, no longer renewed, runs out by itself.
+            renewal.cancel()
+            with suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew(self, kind: Kind[M], holder: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                async with self._db.connection() as connection:
+                    await locks.renew(connection, *kind.key, holder, LEASE_SECONDS)
+            except DatabaseUnavailable as exc:  # the next renewal may get through
+                log.debug("cannot renew the lease on %s/%s: %s", *kind.key, exc)
+
+    async def _fetch(self, kind: Kind[M], held: PageState | None) -> Fetched[M] | NotModified:
         known = None
         if held is not None:
             known = Validators(held.etag, held.last_modified, held.last_serial)
         try:
-            result = await kind.fetch(known)
-        except UpstreamNotFound as exc:
+            return await kind.fetch(known)
+        except UpstreamError:
+            raise
+        except Exception as exc:  # a page our reader chokes on is the upstream's fault
+            log.exception("cannot read %s", kind.url)
+            raise UpstreamError(kind.url, f"cannot read the page: {exc!r}") from exc
+
+    async def _save(
+        self,
+        kind: Kind[M],
+        held: PageState | None,
+        holder: uuid.UUID,
+        result: Fetched[M] | NotModified,
+    ) -> Snapshot:
+        """Store what the upstream said and end the lease, in one short transaction."""
+        now = self._datetime()
+        known = None
+        if held is not None:
+            known = Validators(held.etag, held.last_modified, held.last_serial)
+        async with self._db.transaction() as connection:
+            try:
+                if isinstance(result, NotModified):
+                    await kind.mark_checked(connection, result.validators, now)
+                elif known is not None and _older(result.validators, known):
+                    # A stale CDN edge answered: what we hold is newer, keep it and its
+                    # validators (the serial only ever moves forward).
+                    log.info("kept %s/%s: upstream sent an older serial", *kind.key)
+                    await kind.mark_checked(connection, known, now)
+                else:
+                    model = msgspec.structs.replace(
+                        result.model, last_serial=result.validators.last_serial
+                    )
+                    content_hash = _content_hash(model)
+                    if held is not None and held.content_hash == content_hash:
+                        await kind.mark_checked(connection, result.validators, now)
+                    else:
+                        await kind.save(connection, model, result.validators, content_hash, now)
+            except Exception as exc:
+                if not is_refusal(exc):
+                    raise
+                log.warning("cannot store %s/%s: %r", *kind.key, exc)
+                error = UpstreamError(kind.url, f"cannot store the page: {exc}")
+                raise _Unstorable(error) from exc
+            await locks.end_lease(connection, *kind.key, holder)
+            state = await kind.state(connection)
+            assert state is not None
+            return await self._snapshot(connection, kind, state)
+
+    async def _not_found(
+        self, kind: Kind[M], held: PageState | None, holder: uuid.UUID, exc: UpstreamNotFound
+    ) -> Snapshot:
+        async with self._db.transaction() as connection:
             gone_after = kind.repository.gone_after_404s
             if held is not None and await kind.count_missing(connection) < gone_after:
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
-                return held, True
-            await kind.save_not_found(connection, now)
-        except UpstreamError as exc:
-            if held is None or not self._may_serve_stale(kind, held):
-                raise
-            log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
-            return held, True
-        else:
-            if isinstance(result, NotModified):
-                await kind.mark_checked(connection, result.validators, now)
-            elif known is not None and _older(result.validators, known):
-                # A stale CDN edge answered: what we hold is newer, keep it and its
-                # validators (the serial only ever moves forward).
-                log.info("kept %s/%s: upstream sent an older serial", *kind.key)
-                await kind.mark_checked(connection, known, now)
-            else:
-                model = msgspec.structs.replace(
-                    result.model, last_serial=result.validators.last_serial
-                )
-                content_hash = _content_hash(model)
-                if held is not None and held.content_hash == content_hash:
-                    await kind.mark_checked(connection, result.validators, now)
-                else:
-                    async with connection.transaction():
-                        await kind.save(connection, model, result.validators, content_hash, now)
-        refreshed = await kind.state(connection)
-        assert refreshed is not None
-        return refreshed, False
+                retry_at = await self._record_failure(connection, kind, holder, exc)
+                return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
+            if await kind.save_not_found(connection, self._datetime()):
+                await locks.end_lease(connection, *kind.key, holder)
+                state = await kind.state(connection)
+                assert state is not None
+                return await self._snapshot(connection, kind, state)
+        return await self._failed(kind, held, holder, exc)
 
-    def _may_serve_stale(self, kind: _Kind[M], state: PageState) -> bool:
+    async def _failed(
+        self, kind: Kind[M], held: PageState | None, holder: uuid.UUID, exc: UpstreamError
+    ) -> Snapshot:
+        async with self._db.connection() as connection:
+            retry_at = await self._record_failure(connection, kind, holder, exc)
+            if held is not None and self._within_stale_window(
+                kind, True, held.checked_at.timestamp()
+            ):
+                log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
+                return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
+        raise exc
+
+    async def _record_failure(
+        self,
+        connection: Connection,
+        kind: Kind[M],
+        holder: uuid.UUID,
+        exc: UpstreamError,
+    ) -> float:
+        """End the lease, leaving `exc` for every process until the pause ends (returned)."""
+        now = self._clock()
+        retry_at = now + min(kind.ttl, ERROR_RETRY_SECONDS)
+        failure = locks.Failure(_datetime(retry_at), _failure_kind(exc), exc.url, exc.reason)
+        await locks.record_failure(connection, *kind.key, holder, failure)
+        await locks.delete_old(
+            connection, _datetime(now - FAILURES_KEPT_SECONDS), FAILURES_DELETED_AT_ONCE
+        )
+        return retry_at
+
+    def _within_stale_window(self, kind: Kind[M], found: bool, checked_at: float) -> bool:
+        """Whether a copy last confirmed at `checked_at` may still be served stale."""
         window = kind.repository.stale_if_error
         if window == "forever":
             return True
-        return self._clock() < state.checked_at.timestamp() + kind.ttl + window
+        ttl = kind.ttl if found else kind.repository.negative_ttl
+        return self._clock() < checked_at + ttl + window
+
+    def _datetime(self) -> dt.datetime:
+        return _datetime(self._clock())
 
     async def _snapshot(
         self,
-        connection: PoolConnectionProxy[asyncpg.Record],
-        kind: _Kind[M],
+        connection: Connection,
+        kind: Kind[M],
         state: PageState,
-        stale: bool,
+        stale: str | None = None,
+        retry_at: float = 0.0,
     ) -> Snapshot:
+        """This worker's snapshot of `state`; a `stale` one is served until `retry_at`."""
         checked_at = state.checked_at.timestamp()
         ttl = kind.ttl if state.found else kind.repository.negative_ttl
         fresh_until = checked_at + ttl
-        if stale:
-            # Ask again soon, and never past the end of the stale-if-error window.
-            fresh_until = self._clock() + min(ttl, ERROR_RETRY_SECONDS)
+        if stale is not None:
+            # Ask again after the pause, and never past the end of the stale-if-error window.
+            fresh_until = retry_at
             window = kind.repository.stale_if_error
             if window != "forever":
                 fresh_until = min(fresh_until, checked_at + ttl + window)
         elif self._offline:
             fresh_until = max(fresh_until, self._clock() + ttl)
         current = self.cache.get(kind.key)
-        if current is not None and current.revision == state.revision:
+        if (
+            current is not None
+            and current.revision == state.revision
+            # A deleted not-found row starts its revisions again: the time tells them apart.
+            and current.changed_at == state.changed_at
+        ):
             current.fresh_until = fresh_until
             current.checked_at = checked_at
             current.stale = stale
@@ -426,13 +503,41 @@ class Pages:
         )
 
 
+class _Unstorable(Exception):
+    """The upstream's page holds values PostgreSQL refuses: an upstream error in the end."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 async def purge(db: Executor, repository: str, names: list[str] | None) -> int:
     """Mark pages stale (all of the repository's, its list too, when `names` is None), so
     the next request fetches them from the upstream again; returns how many pages."""
     count = await projects.mark_stale(db, repository, names)
     if names is None:
         await project_lists.mark_stale(db, repository)
+    await locks.delete_failures(db, repository, names)
     return count
+
+
+def _datetime(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def _failure_kind(exc: UpstreamError) -> str:
+    if isinstance(exc, UpstreamNotFound):
+        return "not-found"
+    return "timeout" if isinstance(exc, UpstreamTimeout) else "error"
+
+
+def _failure_error(failure: locks.Failure) -> UpstreamError:
+    """The error a recorded failure stands for, as the refresh that met it raised it."""
+    if failure.kind == "not-found":
+        return UpstreamNotFound(failure.url)
+    if failure.kind == "timeout":
+        return UpstreamTimeout(failure.url, failure.reason)
+    return UpstreamError(failure.url, failure.reason)
 
 
 def _older(received: Validators, known: Validators) -> bool:

@@ -23,6 +23,9 @@ MIN_COMPRESSED_SIZE = 1024
 # Compressing a larger body (a project list runs to tens of MB) would stall the loop.
 COMPRESS_IN_THREAD_ABOVE = 256 * 1024
 ENCODINGS = ("zstd", "gzip")
+# Values of X-Mypypi2-Stale: who could not confirm the copy served.
+STALE_UPSTREAM = "upstream-unavailable"
+STALE_DATABASE = "database-unavailable"
 
 
 def _compress(encoding: str, body: bytes) -> bytes:
@@ -87,10 +90,11 @@ class Snapshot:
     changed_at: dt.datetime
     last_serial: int | None
     max_age: int  # Cache-Control max-age for clients
-    stale: bool  # served past its freshness because the upstream failed
+    # Why it is served past its freshness (STALE_UPSTREAM, STALE_DATABASE), or None.
+    stale: str | None
     _render: Callable[[str], bytes]
     _representations: dict[str, Representation] = field(default_factory=dict)
-    _prepared: dict[tuple[str, str | None, bool], Prepared] = field(default_factory=dict)
+    _prepared: dict[tuple[str, str | None, str | None], Prepared] = field(default_factory=dict)
 
     async def prepared(self, media_type: str, encoding: str | None) -> Prepared:
         """The response for `media_type`, compressed with `encoding` (None: identity)."""
@@ -112,7 +116,7 @@ class Snapshot:
 
     def _headers(self, etag: str) -> RawHeaders:
         # A stale copy must not be kept by clients: they come back for the fresh one.
-        max_age = 0 if self.stale else self.max_age
+        max_age = 0 if self.stale is not None else self.max_age
         headers = [
             (b"etag", etag.encode()),
             # Compressed or not, every page answer depends on Accept-Encoding too.
@@ -122,10 +126,10 @@ class Snapshot:
         ]
         if self.last_serial is not None:
             headers.append((b"x-pypi-last-serial", str(self.last_serial).encode()))
-        if self.stale:
-            # RFC 9111 dropped the Warning header; a plain one says the upstream could not
-            # confirm this copy.
-            headers.append((b"x-mypypi2-stale", b"upstream-unavailable"))
+        if self.stale is not None:
+            # RFC 9111 dropped the Warning header; a plain one says who could not confirm
+            # this copy.
+            headers.append((b"x-mypypi2-stale", self.stale.encode()))
         return headers
 
     def representation(self, media_type: str) -> Representation:

@@ -1,5 +1,5 @@
 """N concurrent misses for one page cost one upstream request: within one app instance (the
-coalescer) and across instances sharing one database (the advisory lock). A revalidation
+coalescer) and across instances sharing one database (the page's lease). A revalidation
 after the TTL is one conditional request, and a 304 leaves the stored revision alone."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from mypypi2.queries import locks
 from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 
@@ -79,26 +80,32 @@ async def test_concurrent_misses_on_two_instances_cost_one_upstream_request(
     url_path: str,
 ) -> None:
     upstream.add(UpstreamProject("demo", FILES))
-    # The upstream holds its answer until the other instance is seen queued on the lock.
+    # The upstream holds its answer until the other instance is seen waiting for the lease.
     gate = asyncio.Event()
     upstream.fail(path, Fault(gate=gate))
     first, second = await start_cache(), await start_cache()
     monitor = await asyncpg.connect(database)
     try:
 
-        async def one_waits_on_the_lock() -> bool:
+        async def one_waits_for_the_lease() -> bool:
+            # The holder's last statement re-read the page after its claim; a waiter's last
+            # one found the lease taken.
             waiting: int = await monitor.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query = $1",
+                locks.SELECT_REFRESH,
             )
-            return waiting >= 1 and upstream.hits[path] == 1
+            held: int = await monitor.fetchval(
+                "SELECT count(*) FROM page_refreshes WHERE holder IS NOT NULL"
+            )
+            return waiting >= 1 and held == 1 and upstream.hits[path] == 1
 
         requests = asyncio.gather(
             get_many(http, [f"{first.url}/pypi/simple/{url_path}"] * 25),
             get_many(http, [f"{second.url}/pypi/simple/{url_path}"] * 25),
         )
         try:
-            await eventually(one_waits_on_the_lock, "one instance waits on the other's lock")
+            await eventually(one_waits_for_the_lease, "one instance waits for the other's lease")
         finally:
             gate.set()
             from_first, from_second = await requests

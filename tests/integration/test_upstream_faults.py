@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from multidict import CIMultiDictProxy
 
+from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.conftest import Clock, StartCache, free_port, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 
@@ -210,7 +211,8 @@ async def test_bad_answer_for_cold_project_is_an_error_then_recovers(
 ) -> None:
     upstream.add(UpstreamProject("demo", [GOOD]))
     upstream.fail(PATH, case.fault)
-    cache = await start_cache(repository("pypi", upstream, **case.options))
+    clock = Clock()
+    cache = await start_cache(repository("pypi", upstream, **case.options), clock=clock)
 
     failed = await get(http, f"{cache.url}/pypi/simple/demo/")
 
@@ -221,6 +223,7 @@ async def test_bad_answer_for_cold_project_is_an_error_then_recovers(
     await assert_nothing_stored(database)
 
     del upstream.faults[PATH]
+    clock.advance(ERROR_RETRY_SECONDS + 1)  # failures are remembered that long (test_page_faults)
     recovered = await get(http, f"{cache.url}/pypi/simple/demo/")
 
     assert_good_page(recovered)
@@ -255,7 +258,8 @@ async def test_bad_answer_for_cold_project_list_stores_nothing(
 ) -> None:
     upstream.add(UpstreamProject("demo", [GOOD]))
     upstream.fail("/simple/", fault)
-    cache = await start_cache(repository("pypi", upstream, read_timeout=0.3))
+    clock = Clock()
+    cache = await start_cache(repository("pypi", upstream, read_timeout=0.3), clock=clock)
 
     failed = await get(http, f"{cache.url}/pypi/simple/")
 
@@ -268,6 +272,7 @@ async def test_bad_answer_for_cold_project_list_stores_nothing(
         await connection.close()
 
     del upstream.faults["/simple/"]
+    clock.advance(ERROR_RETRY_SECONDS + 1)
     recovered = await get(http, f"{cache.url}/pypi/simple/")
 
     assert recovered.status == 200
@@ -287,7 +292,8 @@ async def test_connection_refused_is_502_then_recovers_when_upstream_listens(
     late = LocalUpstream()
     late.port = port
     late.add(UpstreamProject("demo", [GOOD]))
-    cache = await start_cache(repository("pypi", late))
+    clock = Clock()
+    cache = await start_cache(repository("pypi", late), clock=clock)
 
     refused = await get(http, f"{cache.url}/pypi/simple/demo/")
 
@@ -296,6 +302,7 @@ async def test_connection_refused_is_502_then_recovers_when_upstream_listens(
     await assert_nothing_stored(database)
 
     await late.start(port)
+    clock.advance(ERROR_RETRY_SECONDS + 1)
     try:
         recovered = await get(http, f"{cache.url}/pypi/simple/demo/")
     finally:

@@ -39,7 +39,7 @@ def make_snapshot(revision: int = 1, render: dict[str, int] | None = None) -> Sn
         changed_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
         last_serial=None,
         max_age=600,
-        stale=False,
+        stale=None,
         _render=render_as,
     )
 
@@ -188,7 +188,7 @@ def test_same_bytes_under_two_media_types_get_two_etags() -> None:
         changed_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
         last_serial=None,
         max_age=0,
-        stale=False,
+        stale=None,
         _render=lambda _media_type: b"<html></html>",
     )
 
