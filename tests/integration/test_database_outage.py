@@ -1,0 +1,367 @@
+"""PostgreSQL going away under running instances, on a server of the test's own (restarted
+for real) or on the shared one (a full pool, a lost listener connection).
+
+While the database is down, pages a worker holds are served (marked stale once past their
+TTL) and every other request is a fast 503, health included; the pool and the purge
+listener come back by themselves, and purges reach the workers again. A slow upstream or a
+blocked statement never leaves a request hanging on the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from multidict import CIMultiDictProxy
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mypypi2 import db
+from mypypi2 import pages as pages_module
+from mypypi2.config import Config, DatabaseConfig, RepositoryConfig
+from mypypi2.db import KeptConnection
+from mypypi2.pages import DATABASE_RETRY_SECONDS, Pages
+from mypypi2.queries.notifications import Purged, notify_purged
+from tests.conftest import Clock, RunningCache, repository, scratch_database
+from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.postgres_server import PostgresServer
+
+JSON_V1 = "application/vnd.pypi.simple.v1+json"
+STALE = "X-Mypypi2-Stale"
+# A request that hangs fails the test instead of the whole run (never reached when it passes).
+HANG = aiohttp.ClientTimeout(total=60)
+
+
+async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    async with http.get(url, headers={"Accept": JSON_V1}, timeout=HANG) as response:
+        return response.status, response.headers, await response.read()
+
+
+class StateSpy:
+    """ASGI middleware that hands the test the instance's lifespan state."""
+
+    def __init__(self, app: ASGIApp, found: list[dict[str, object]]) -> None:
+        self._app = app
+        self._found = found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._found:
+            self._found.append(scope["state"])
+        await self._app(scope, receive, send)
+
+
+class Instance(RunningCache):
+    """A running cache whose Pages and purge listener the test can look at."""
+
+    def __init__(self, config: Config, dsn: str, clock: Clock | None) -> None:
+        self._state: list[dict[str, object]] = []
+        super().__init__(config, dsn, clock, lambda app: StateSpy(app, self._state))
+
+    async def start(self) -> None:
+        await super().start()
+        async with aiohttp.ClientSession() as http:
+            await get(http, f"{self.url}/-/health")  # any request: the spy sees the state
+
+    @property
+    def pages(self) -> Pages:
+        pages = self._state[0]["pages"]
+        assert isinstance(pages, Pages)
+        return pages
+
+    @property
+    def listener(self) -> KeptConnection:
+        listener = self._state[0]["listener"]
+        assert isinstance(listener, KeptConnection)
+        return listener
+
+
+@pytest.fixture
+async def launch(
+    upstream: LocalUpstream, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
+    running: list[Instance] = []
+
+    async def start(
+        dsn: str,
+        *repositories: RepositoryConfig,
+        clock: Clock | None = None,
+        database: DatabaseConfig | None = None,
+    ) -> Instance:
+        config = Config(
+            data_dir=str(tmp_path / "data"),
+            database=database or DatabaseConfig(),
+            repositories=repositories or (repository("pypi", upstream),),
+        )
+        instance = Instance(config, dsn, clock)
+        await instance.start()
+        running.append(instance)
+        return instance
+
+    yield start
+    for instance in running:
+        await instance.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait until `check()` holds (a condition, not a duration, is what the test asserts)."""
+    for _ in range(1000):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def send_purge(dsn: str, name: str) -> None:
+    """What `mypypi2 purge pypi NAME` does, on a connection of our own."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await pages_module.purge(connection, "pypi", [name])
+        await notify_purged(connection, Purged("pypi", [name], files=False))
+    finally:
+        await connection.close()
+
+
+# -- a real restart, on a server of our own ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.initialize()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+async def restartable(own_postgres: PostgresServer) -> AsyncIterator[str]:
+    """A migrated database on the server this test may stop and start."""
+    async with scratch_database(own_postgres.dsn, None) as dsn:
+        await asyncio.to_thread(db.migrate, dsn)
+        yield dsn
+        if not own_postgres.running:  # a failed test must not leave it down for the next
+            await asyncio.to_thread(own_postgres.start)
+
+
+async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
+    launch: Callable[..., Awaitable[Instance]],
+    upstream: LocalUpstream,
+    own_postgres: PostgresServer,
+    restartable: str,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name in ("held", "expired", "cold"):
+        upstream.add(UpstreamProject(name, [UpstreamFile(f"{name}-1.0.tar.gz")]))
+    clock = Clock()
+    config = repository("pypi", upstream, ttl=60, stale_while_revalidate=0)
+    cache = await launch(restartable, config, clock=clock)
+    base = f"{cache.url}/pypi/simple"
+    caplog.set_level(logging.WARNING, logger="mypypi2.pages")
+    _, _, expired = await get(http, f"{base}/expired/")
+    clock.advance(50)
+    _, _, held = await get(http, f"{base}/held/")
+    clock.advance(20)  # "held" is within its TTL, "expired" past it
+
+    await asyncio.to_thread(own_postgres.stop)
+    try:
+        during = {name: await get(http, f"{base}/{name}/") for name in ("held", "expired", "cold")}
+        health = await get(http, f"{cache.url}/-/health")
+    finally:
+        await asyncio.to_thread(own_postgres.start)
+
+    assert (during["held"][0], during["held"][2]) == (200, held)
+    assert STALE not in during["held"][1]
+    assert (during["expired"][0], during["expired"][2]) == (200, expired)
+    assert during["expired"][1][STALE] == "database-unavailable"
+    assert during["expired"][1]["Cache-Control"] == "max-age=0, public"
+    status, headers, body = during["cold"]
+    assert status == 503, body
+    assert headers["Retry-After"] == "1"
+    assert b"database unavailable" in body
+    assert upstream.hits["/simple/cold/"] == 0  # failed before asking anyone
+    assert health[0] == 503
+
+    # The pool reconnects by itself: the first request after the restart is answered.
+    status, headers, body = await get(http, f"{base}/cold/")
+    assert status == 200, body
+    clock.advance(DATABASE_RETRY_SECONDS + 1)
+    status, headers, _ = await get(http, f"{base}/expired/")
+    assert (status, headers.get(STALE)) == (200, None)
+    assert upstream.hits["/simple/expired/"] == 2
+    assert (await get(http, f"{cache.url}/-/health"))[0] == 200
+    outage_logs = [r for r in caplog.records if "serving held pages stale" in r.getMessage()]
+    assert len(outage_logs) == 1
+
+
+async def test_purges_reach_the_workers_after_a_restart(
+    launch: Callable[..., Awaitable[Instance]],
+    upstream: LocalUpstream,
+    own_postgres: PostgresServer,
+    restartable: str,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz")]))
+    cache = await launch(restartable)  # a TTL of 600 s: nothing expires on its own
+    url = f"{cache.url}/pypi/simple/demo/"
+    assert (await get(http, url))[0] == 200
+
+    caplog.set_level(logging.WARNING, logger="mypypi2.db")
+    await asyncio.to_thread(own_postgres.stop)
+    await asyncio.sleep(0.5)  # the outage lasts a while: several reconnection attempts fail
+    await asyncio.to_thread(own_postgres.start)
+
+    async def listening() -> bool:
+        return cache.listener.connected and cache.listener.reconnections == 1
+
+    await eventually(listening, "the listener reconnects")
+    await send_purge(restartable, "demo")
+
+    async def forgotten() -> bool:
+        return cache.pages.cache.get(("pypi", "demo")) is None
+
+    await eventually(forgotten, "the purge reaches the worker")
+    assert (await get(http, url))[0] == 200
+    assert upstream.hits["/simple/demo/"] == 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "mypypi2.db"]
+    assert sum("lost the database connection" in m for m in messages) == 1
+    assert sum("listening to the database again" in m for m in messages) == 1
+
+
+# -- the shared server: a lost listener, a full pool, a slow upstream --------------------------
+
+
+async def test_a_purge_sent_while_the_listener_was_away_is_not_missed(
+    launch: Callable[..., Awaitable[Instance]],
+    upstream: LocalUpstream,
+    postgres_dsn: str,
+    database: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz")]))
+    cache = await launch(database)
+    url = f"{cache.url}/pypi/simple/demo/"
+    assert (await get(http, url))[0] == 200
+    name = urlsplit(database).path.lstrip("/")
+    maintenance = await asyncpg.connect(postgres_dsn)
+    admin = await asyncpg.connect(database)
+    try:
+        # No new connection gets in (existing ones stay): the listener, cut off, cannot
+        # come back before the purge is sent.
+        await maintenance.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'mypypi2-listener'"
+        )
+
+        async def cut_off() -> bool:
+            return not cache.listener.connected
+
+        await eventually(cut_off, "the listener notices")
+        await pages_module.purge(admin, "pypi", ["demo"])
+        await notify_purged(admin, Purged("pypi", ["demo"], files=False))
+        await maintenance.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+        await maintenance.close()
+
+    async def back() -> bool:
+        return cache.listener.connected
+
+    await eventually(back, "the listener reconnects")
+    assert (await get(http, url))[0] == 200
+    assert upstream.hits["/simple/demo/"] == 2  # the purge was honoured all the same
+
+
+async def test_a_full_pool_is_a_fast_503_not_a_hang(
+    launch: Callable[..., Awaitable[Instance]],
+    upstream: LocalUpstream,
+    database: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    for name in ("first", "second"):
+        upstream.add(UpstreamProject(name, [UpstreamFile(f"{name}-1.0.tar.gz")]))
+    settings = DatabaseConfig(
+        pool_min_size=1, pool_max_size=1, pool_acquire_timeout=0.5, statement_timeout=2.0
+    )
+    cache = await launch(database, database=settings)
+    base = f"{cache.url}/pypi/simple"
+    blocker = await asyncpg.connect(database)
+    try:
+        # The one pooled connection waits on this lock inside the first request.
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        first = asyncio.create_task(get(http, f"{base}/first/"))
+
+        async def blocked() -> bool:
+            return bool(
+                await blocker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+
+        await eventually(blocked, "the first request waits on the lock")
+        asked = time.monotonic()
+        second = await get(http, f"{base}/second/")
+        pool_503 = time.monotonic() - asked
+        health = await get(http, f"{cache.url}/-/health")
+        first_answer = await first
+        statement_503 = time.monotonic() - started
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+
+    assert second[0] == 503, second[2]
+    assert b"no free connection" in second[2]
+    assert health[0] == 503
+    assert first_answer[0] == 503, first_answer[2]  # the statement timeout ended its wait
+    assert upstream.hits["/simple/second/"] == 0
+    print(
+        f"full pool -> 503 in {pool_503:.3f} s; blocked statement -> 503 in {statement_503:.3f} s"
+    )
+    # Once the lock is gone, everything works again.
+    assert (await get(http, f"{base}/first/"))[0] == 200
+    assert (await get(http, f"{cache.url}/-/health"))[0] == 200
+
+
+async def test_a_slow_upstream_leaves_the_pool_to_everyone_else(
+    launch: Callable[..., Awaitable[Instance]],
+    upstream: LocalUpstream,
+    database: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    slow = [f"slow-{number}" for number in range(4)]
+    gate = asyncio.Event()
+    for name in [*slow, "quick"]:
+        upstream.add(UpstreamProject(name, [UpstreamFile(f"{name}-1.0.tar.gz")]))
+    for name in slow:
+        upstream.fail(f"/simple/{name}/", Fault(gate=gate))
+    settings = DatabaseConfig(pool_min_size=1, pool_max_size=2)
+    cache = await launch(database, database=settings)
+    base = f"{cache.url}/pypi/simple"
+    waiting = [asyncio.create_task(get(http, f"{base}/{name}/")) for name in slow]
+    try:
+
+        async def all_upstream() -> bool:
+            return all(upstream.hits[f"/simple/{name}/"] == 1 for name in slow)
+
+        await eventually(all_upstream, "every slow page is being asked")
+        health = await get(http, f"{cache.url}/-/health")
+        quick = await get(http, f"{base}/quick/")
+    finally:
+        gate.set()
+        answers = await asyncio.gather(*waiting)
+
+    assert health[0] == 200
+    assert quick[0] == 200, quick[2]
+    assert [status for status, _, _ in answers] == [200] * len(slow)
