@@ -41,8 +41,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
+import msgspec
 import pytest
 
+from mypypi2.errors import MalformedPage
+from mypypi2.upstream.parse import parse_project_list, parse_project_page
 from tests.clients import (
     APP_WHEEL,
     LIB_OLD_SDIST,
@@ -472,3 +475,118 @@ def _dumb_entry(file: UpstreamFile) -> dict[str, str]:
 PEERS: dict[str, type[Peer]] = {
     peer.name: peer for peer in (Devpi, Proxpi, SimpleRepositoryServer, Pypiserver, DumbPypi)
 }
+
+
+# --- the corpus -----------------------------------------------------------------------------
+
+CORPUS = Path(__file__).parent / "corpus"
+CAPTURED_PROJECT = "lib"  # the richest page: HTML upstream, yanks, requires-python, metadata
+PEER_HOST = b"upstream.example"
+FILE_HOST = b"files.example"
+
+
+async def capture(names: list[str]) -> None:
+    """Write each peer's `lib` page and project list, in every format it answers with, into
+    tests/corpus/peers-<name>/ (see tests/corpus/capture.py for the format). Its own host is
+    written as upstream.example, the local upstream's (where its file links may point) as
+    files.example; an answer identical to one already written is skipped."""
+    bin_dir = ensure_peers_venv()
+    with tempfile.TemporaryDirectory(prefix="mypypi2-capture-") as work:
+        for name in names or list(PEERS):
+            upstream, proxy = LocalUpstream(), ProxyTrap()
+            await upstream.start()
+            await proxy.start()
+            peer = PEERS[name](bin_dir, Path(work), proxy)
+            try:
+                await peer.start(upstream, tree(peer.carries))
+                await _capture_peer(peer, upstream)
+            finally:
+                await peer.stop()
+                await upstream.stop()
+                await proxy.stop()
+            if proxy.requests:
+                raise SystemExit(f"{name} tried to leave loopback: {proxy.requests}")
+
+
+async def _capture_peer(peer: Peer, upstream: LocalUpstream) -> None:
+    hosts = {
+        f"127.0.0.1:{peer.port}".encode(): PEER_HOST,
+        f"127.0.0.1:{upstream.port}".encode(): FILE_HOST,
+    }
+    out = CORPUS / f"peers-{peer.name}"
+    out.mkdir(parents=True, exist_ok=True)
+    # Pages are `lib-<format>`: test_corpus.py checks that `-json` and `-html` of one stem
+    # list the same files. Lists are `list.<format>`, outside that pairing.
+    for project, url, separator in (
+        (CAPTURED_PROJECT, peer.page_url(CAPTURED_PROJECT), "-"),
+        (None, peer.simple_url, "."),
+    ):
+        cases: dict[str, tuple[bytes, str, Any]] = {}
+        for accept in (JSON_V1, HTML_V1, HTML):
+            raw, content_type = await peer.fetch(url, accept)
+            body, page_url = _rewritten(raw, hosts), _rewritten(url.encode(), hosts).decode()
+            if any((body, content_type) == case[:2] for case in cases.values()):
+                continue
+            # Named after what the peer answered, which is not always what was asked.
+            answered = content_type.split(";", 1)[0].strip()
+            suffix = {JSON_V1: "json", HTML_V1: "v1html", HTML: "html"}.get(answered, "other")
+            try:
+                parsed = _parsed(body, content_type, page_url, project)
+            except MalformedPage as exc:
+                print(f"{out.name}: the {suffix} answer is not kept, the parser refuses it: {exc}")
+                continue
+            cases[f"{project or 'list'}{separator}{suffix}"] = (body, content_type, parsed)
+        if project is not None and _disagree(
+            cases.get(f"{project}-json"), cases.get(f"{project}-html")
+        ):
+            # The peer's two formats say different things: not one page, so not a pair.
+            cases[f"{project}-html-unlike-json"] = cases.pop(f"{project}-html")
+        for case, (body, content_type, parsed) in cases.items():
+            meta = {
+                "kind": "page" if project else "list",
+                "content_type": content_type,
+                "url": page_url,
+                "project": project,
+                "expected": msgspec.to_builtins(parsed),
+            }
+            (out / f"{case}.body").write_bytes(body)
+            text = json.dumps(meta, indent=1, ensure_ascii=False) + "\n"
+            (out / f"{case}.meta.json").write_text(text)
+            print(f"{out.name}/{case}: {len(body)} bytes, {content_type}")
+
+
+def _parsed(body: bytes, content_type: str, url: str, project: str | None) -> Any:
+    if project is None:
+        return parse_project_list(body, content_type)
+    return parse_project_page(body, content_type, url, project)
+
+
+def _disagree(
+    json_case: tuple[bytes, str, Any] | None, html_case: tuple[bytes, str, Any] | None
+) -> bool:
+    if json_case is None or html_case is None:
+        return False
+
+    # What HTML can carry (no size, upload-time, serial), compared as sets of files.
+    def files(case: tuple[bytes, str, Any]) -> list[str]:
+        keys = ("filename", "url", "hashes", "requires_python", "yanked", "core_metadata")
+        entries = msgspec.to_builtins(case[2].files)
+        return sorted(json.dumps({k: entry[k] for k in keys}) for entry in entries)
+
+    differ = files(json_case) != files(html_case)
+    if differ:
+        print("JSON and HTML disagree:", sorted(set(files(json_case)) ^ set(files(html_case))))
+    return differ
+
+
+def _rewritten(data: bytes, hosts: dict[bytes, bytes]) -> bytes:
+    for original, placeholder in hosts.items():
+        data = data.replace(original, placeholder)
+    if b"127.0.0.1" in data or b"localhost" in data:
+        raise SystemExit("a loopback host survived the rewrite")
+    return data
+
+
+if __name__ == "__main__":
+    # python -m tests.peers [peer ...]: capture the corpus (run by hand, then review it).
+    asyncio.run(capture(sys.argv[1:]))
