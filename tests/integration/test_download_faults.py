@@ -35,10 +35,12 @@ from multidict import CIMultiDictProxy
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mypypi2 import download as download_module
-from mypypi2.config import Config, DatabaseConfig, StorageConfig
+from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
 from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
 from tests.conftest import Clock, RunningCache, StartCache, repository
+from tests.integration.test_cli import Launch, clean_environ, write_config
+from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.integration.test_files import (
     SDIST,
     Store,
@@ -138,6 +140,48 @@ async def test_an_overlong_body_is_cut_short_and_stores_nothing(
 
     assert (retried.status, retried.error, retried.body) == (200, None, SDIST.content)
     await assert_stored(db, store, SDIST)
+
+
+@pytest.fixture
+def launch(_cli_launch: Launch) -> Launch:  # noqa: F811 - the fixture imported above
+    """test_cli.py's: start `mypypi2 serve`, stopped when the test ends."""
+    return _cli_launch
+
+
+@pytest.mark.parametrize("server_name", SERVERS)
+async def test_an_overlong_body_is_cut_short_by_every_server(
+    launch: Launch,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    database: str,
+    tmp_path: Path,
+    server_name: str,
+) -> None:
+    """Under `mypypi2 serve`: granian, unlike hypercorn, sends a body past its announced
+    length, so a client there got all of it, complete-looking, most of the time."""
+    upstream.add(UpstreamProject("demo", [SDIST]))
+    upstream.fail(upstream_path(SDIST), Fault(overlong=1000, slow_chunk=SIZE + 1, slow_delay=0.3))
+    write_config(
+        tmp_path,
+        {
+            "data-dir": str(tmp_path / "data"),
+            "database": {"url": database},
+            "repositories": [{"name": "pypi", "upstream": upstream.url}],
+        },
+    )
+    server = await launch(tmp_path, clean_environ(), "--workers", "1", "--server", server_name)
+
+    for _ in range(4):  # a fresh download each time: the upstream never mends
+        broken = await receive(http, server.url + our_path(SDIST))
+
+        assert broken.status in (200, 502)
+        assert broken.error is not None or broken.status == 502
+        assert len(broken.body) < SIZE
+    db = await asyncpg.connect(database)
+    try:
+        assert (await file_row(db, SDIST.filename))["stored_key"] is None
+    finally:
+        await db.close()
 
 
 # -- 2. a filename re-published with other bytes ----------------------------------------------
