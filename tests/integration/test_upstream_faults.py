@@ -124,10 +124,11 @@ CASES = {
         502,
         "unterminated tag",
     ),
-    "html-anchor-without-href": Case(
-        Fault(body=b"<!DOCTYPE html><html><body><a>demo-1.0.tar.gz</a></body></html>"),
+    # An anchor without href is skipped, not an error (the parser is lenient about it).
+    "html-unterminated-comment": Case(
+        Fault(body=b"<!DOCTYPE html><html><body><!-- <a href='demo-1.0.tar.gz'>"),
         502,
-        "anchor without href",
+        "unterminated",
     ),
     "html-not-utf8": Case(
         Fault(body=b"<html><body><a href='demo-1.0.tar.gz'>\xff\xfe</a></body></html>"),
@@ -139,8 +140,9 @@ CASES = {
         502,
         "invalid JSON",
     ),
-    "json-filename-not-a-string": Case(
-        Fault(body=_json_page([{"filename": 7, "url": "x"}]), content_type=JSON_V1),
+    # A file entry with a wrong type costs that entry or field, not the page.
+    "json-not-an-object": Case(
+        Fault(body=b'["demo-1.0.tar.gz"]', content_type=JSON_V1),
         502,
         "invalid JSON",
     ),
@@ -149,11 +151,8 @@ CASES = {
         502,
         "invalid JSON",
     ),
-    "json-negative-size": Case(
-        Fault(
-            body=_json_page([{"filename": "demo-1.0.tar.gz", "url": "x", "size": -1}]),
-            content_type=JSON_V1,
-        ),
+    "json-without-files": Case(
+        Fault(body=b'{"meta": {"api-version": "1.1"}, "name": "demo"}', content_type=JSON_V1),
         502,
         "invalid JSON",
     ),
@@ -441,7 +440,7 @@ STALE_FAULTS = {
     "status-500": Fault(status=500),
     "timeout": Fault(delay=30.0),
     "connection-dropped": Fault(reset=True),
-    "malformed-page": Fault(body=b"<html><a>no href</a></html>"),
+    "malformed-page": Fault(body=b"<html><a href='demo-1.0.tar.gz'"),
 }
 
 
