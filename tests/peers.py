@@ -18,6 +18,9 @@ sent. The peers and what they serve:
   fallback that redirects unknown projects to the public index is disabled;
 - dumb-pypi: a static tree it generated (relative links, yanks, requires-python,
   core-metadata, no JSON), served by `python -m http.server`.
+
+`python -m tests.peers [peer ...]` captures each peer's pages into tests/corpus/ (review
+the expected results before committing them).
 """
 
 from __future__ import annotations
