@@ -9,18 +9,9 @@ effect is a log line per page for what was dropped from it.
 
 from __future__ import annotations
 
-from mypypi2.errors import MalformedPage
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.upstream import parse_html, parse_json
-from mypypi2.upstream.parse_rules import media_is_json, serial_from
-
-__all__ = [
-    "MalformedPage",
-    "ProjectListParser",
-    "parse_project_list",
-    "parse_project_page",
-    "serial_from",
-]
+from mypypi2.upstream.parse_rules import media_is_json
 
 
 def parse_project_page(body: bytes, content_type: str, page_url: str, project: str) -> ProjectPage:

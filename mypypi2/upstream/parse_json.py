@@ -138,7 +138,7 @@ def _list_names(body: bytearray, drops: DropLog) -> tuple[list[str], int | None]
     top = _decode_top(body, _LIST)
     serial = _read_meta(top.meta)
     projects = _decode_each(top.projects, _PROJECTS, _PROJECT, drops, "projects")
-    names = [p.name for p in projects if isinstance(p.name, str) and _text(p.name)]
+    names = [name for p in projects if (name := _text(p.name)) is not None]
     if len(names) < len(projects):
         for project in projects:
             if _text(project.name) is None:

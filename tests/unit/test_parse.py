@@ -13,8 +13,8 @@ from mypypi2.upstream.parse import (
     ProjectListParser,
     parse_project_list,
     parse_project_page,
-    serial_from,
 )
+from mypypi2.upstream.parse_rules import serial_from
 
 PAGE_URL = "https://upstream.example/simple/demo-pkg/"
 FILES = "https://files.example/packages"

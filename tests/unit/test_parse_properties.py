@@ -23,9 +23,8 @@ from mypypi2.upstream.parse import (
     ProjectListParser,
     parse_project_list,
     parse_project_page,
-    serial_from,
 )
-from mypypi2.upstream.parse_rules import Resolver
+from mypypi2.upstream.parse_rules import Resolver, serial_from
 
 PAGE_URL = "https://upstream.example/simple/demo-pkg/"
 JSON_CT = "application/vnd.pypi.simple.v1+json"
