@@ -18,6 +18,7 @@ Everything an upstream sends is untrusted:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -36,6 +37,8 @@ from mypypi2.queries import Validators
 from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, ip_literal
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
 from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinfo
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -181,7 +184,9 @@ class UpstreamClient:
         if last_modified is not None:
             headers["If-Modified-Since"] = last_modified
         with _translated(url):
-            async with self._open(url, self._repository.total_timeout, headers) as response:
+            async with self._open(
+                url, self._repository.total_timeout, headers, pages=True
+            ) as response:
                 if response.status == 304 and known is not None:
                     return NotModified(_validators(response, known))
                 _raise_for_status(response, url)
@@ -195,12 +200,15 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def _open(
-        self, url: str, total: float, headers: Mapping[str, str]
+        self, url: str, total: float, headers: Mapping[str, str], *, pages: bool = False
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET `url`, following redirects ourselves within one deadline of `total` seconds.
 
         Every hop is checked against the host policy before it is sent, and carries the
-        configured credentials only when it is on the upstream's own origin."""
+        configured credentials only when it is on the upstream's own origin. `pages`: an
+        index page that redirects to another origin is "not here" (pypiserver sends unknown
+        projects to its fallback index that way); following it would let another index's
+        files into this repository, the dependency confusion groups exist to prevent."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + total
         for _hop in range(MAX_REDIRECTS + 1):
@@ -218,7 +226,16 @@ class UpstreamClient:
                 if response.status not in _REDIRECT_STATUSES or location is None:
                     yield response
                     return
-                url = _redirect_target(url, location)
+                target = _redirect_target(url, location)
+                if pages and origin(target) != self._origin:
+                    await self._check_target(target)  # an unusable target is refused as such
+                    log.warning(
+                        "%s redirects to another origin (%s): treated as not found",
+                        redact_url(url),
+                        redact_url(target),
+                    )
+                    raise UpstreamNotFound(redact_url(url))
+                url = target
         raise HostRefused(f"refused: more than {MAX_REDIRECTS} redirects")
 
     async def _check_target(self, url: str) -> None:

@@ -751,22 +751,37 @@ async def test_a_file_is_asked_for_without_content_coding(
 async def test_credentials_follow_redirects_on_the_upstream_origin_only(
     make_client: MakeClient, upstream: Upstream
 ) -> None:
-    moved, mirror = f"{BASE}demo-moved/", "http://mirror.test/simple/demo/"
+    moved, elsewhere = f"{BASE}demo-moved/", "http://mirror.test/files/demo/demo-1.0.tar.gz"
     upstream.reply(PAGE_URL, status=301, headers={"Location": "/simple/demo-moved/"})
-    upstream.reply(moved, status=307, headers={"Location": mirror})
-    upstream.reply(mirror, body=PAGE_BODY, content_type=JSON_V1)
+    upstream.reply(moved, body=PAGE_BODY, content_type=JSON_V1)
+    upstream.reply(elsewhere, body=b"x")
     client = make_client(username="reader", password="s3cret", headers={"X-Token": "t0ken"})
 
     fetched = await fetch_page(client)
+    async with client.file(elsewhere) as body:
+        assert b"".join([chunk async for chunk in body.chunks]) == b"x"
 
     for url in (PAGE_URL, moved):
         assert sent_headers(upstream, url)["x-token"] == "t0ken"
         assert "authorization" in sent_headers(upstream, url)
-    at_mirror = sent_headers(upstream, mirror)
+    at_mirror = sent_headers(upstream, elsewhere)
     assert "x-token" not in at_mirror and "authorization" not in at_mirror
-    assert at_mirror["accept"] == ACCEPT
     # Relative file URLs are resolved against where the page really came from.
-    assert fetched.model.files[0].url == "http://mirror.test/files/demo/demo-1.0.tar.gz"
+    assert fetched.model.files[0].url == "http://upstream.test/files/demo/demo-1.0.tar.gz"
+
+
+async def test_a_page_redirected_to_another_origin_is_not_found(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    mirror = "http://mirror.test/simple/demo/"
+    upstream.reply(PAGE_URL, status=303, headers={"Location": mirror})
+    upstream.reply(mirror, body=PAGE_BODY, content_type=JSON_V1)
+    client = make_client(headers={"X-Token": "t0ken"})
+
+    with pytest.raises(UpstreamNotFound):
+        await fetch_page(client)
+
+    assert ("GET", URL(mirror)) not in upstream.requests
 
 
 @pytest.mark.parametrize(
