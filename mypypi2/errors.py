@@ -100,3 +100,7 @@ class DatabaseUnavailable(Mypypi2Error):
     def __init__(self, reason: str) -> None:
         super().__init__(f"database unavailable: {reason}")
         self.reason = reason
+
+
+class StartupError(Mypypi2Error):
+    """The service cannot start here: the database, a directory or the port is unusable."""

@@ -57,6 +57,15 @@ COMMENTS: dict[str, str] = {
     'path prefix ("/mirror") or a full URL ("https://cache.example/mirror"). Empty: the URLs '
     "in pages are root-relative.",
     "server.cache-entries": "Rendered pages each worker keeps in memory (a count).",
+    "server.header-timeout": "Seconds a connection may take to send a complete request "
+    "head, counted from when it opened or from its last response: connections that never "
+    "finish their headers (slowloris) and idle keep-alive ones are closed after that.",
+    "server.worker-connections": "Connections each worker holds open at once, idle and "
+    "half-sent ones included (about 20 KB of memory each); more wait in the backlog. granian "
+    "only (hypercorn has no cap). At most half the open-file limit, which serve raises to "
+    "its hard maximum.",
+    "server.backlog": "Connections the kernel queues until a worker accepts them (the "
+    "kernel caps it at net.core.somaxconn).",
     "database": "PostgreSQL, shared by every worker and replica.",
     "database.url": "A postgresql:// DSN. Empty: start the embedded PostgreSQL in "
     "<data-dir>/postgres.",
