@@ -28,6 +28,7 @@ from mypypi2.upstream.parse_rules import (
     check_api_version,
     filename_from_url,
     filter_hashes,
+    provenance_url,
 )
 
 _WS = r"\t\n\f\r "  # HTML whitespace; \s would also take Unicode spaces
@@ -287,7 +288,7 @@ def _file_from_html(
         # A valueless attribute (`data-yanked`) means yanked without a reason (PEP 592).
         yanked=(attrs["data-yanked"] or "") if "data-yanked" in attrs else None,
         core_metadata=_metadata(attrs.get(metadata_key), drops, filename, metadata_key),
-        provenance=attrs.get("data-provenance") or None,
+        provenance=provenance_url(attrs.get("data-provenance") or None, resolver, drops, filename),
         gpg_sig={"true": True, "false": False}.get((attrs.get("data-gpg-sig") or "").lower()),
     )
 

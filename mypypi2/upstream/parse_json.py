@@ -29,6 +29,7 @@ from mypypi2.upstream.parse_rules import (
     check_api_version,
     filter_hashes,
     parse_upload_time,
+    provenance_url,
     serial_from,
     unique,
 )
@@ -272,7 +273,9 @@ def _file_from_json(raw: _File, resolver: Resolver, drops: DropLog) -> FileEntry
         core_metadata=_core_metadata(raw, drops, filename),
         size=_size(raw.size, drops, filename),
         upload_time=_upload_time(raw.upload_time, drops, filename),
-        provenance=_text_field(raw.provenance, drops, filename, "provenance"),
+        provenance=provenance_url(
+            _text_field(raw.provenance, drops, filename, "provenance"), resolver, drops, filename
+        ),
         gpg_sig=raw.gpg_sig if isinstance(raw.gpg_sig, bool) else None,
     )
 

@@ -170,6 +170,19 @@ def _join(base_url: str, href: str) -> tuple[str, str] | None:
     return url, fragment
 
 
+def provenance_url(
+    value: str | None, resolver: Resolver, drops: DropLog, filename: str
+) -> str | None:
+    """A PEP 740 provenance URL as we may pass it on: absolute and https, else none."""
+    if value is None:
+        return None
+    resolved = resolver.resolve(value)
+    if resolved is None or not resolved[0].startswith("https://"):
+        drops.drop("provenance", filename, f"{value!r} is not an https URL")
+        return None
+    return resolved[0]
+
+
 def filename_from_url(url: str) -> str:
     """What clients take for the filename: the URL path's last segment, percent-decoded.
 

@@ -418,6 +418,21 @@ def test_json_size_provenance_gpg_sig() -> None:
     assert _one_json(size=None).size is None
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"{FILES}/a.provenance", f"{FILES}/a.provenance"),
+        ("a.provenance", f"{PAGE_URL}a.provenance"),  # relative: resolved like the file URL
+        ("http://files.example/a.provenance", None),  # PEP 740: https only
+        ("javascript:alert(1)", None),
+        ("", None),
+    ],
+)
+def test_provenance_is_an_absolute_https_url(value: str, expected: str | None) -> None:
+    assert _one_json(provenance=value).provenance == expected
+    assert _one_html(f'data-provenance="{value}"').provenance == expected
+
+
 def test_json_requires_python_kept_verbatim() -> None:
     assert _one_json(**{"requires-python": ">=3.8,<4"}).requires_python == ">=3.8,<4"
     assert _one_json(**{"requires-python": None}).requires_python is None

@@ -66,6 +66,7 @@ def check_page(page: ProjectPage) -> None:
         assert file.size is None or (type(file.size) is int and 0 <= file.size < BIGINT)
         assert file.upload_time is None or file.upload_time.tzinfo is dt.UTC
         assert file.gpg_sig in (None, True, False)
+        assert file.provenance is None or file.provenance.startswith("https://")
         for text in (file.filename, file.url, file.requires_python, file.yanked, file.provenance):
             if text is not None:
                 assert type(text) is str
