@@ -45,6 +45,7 @@ from mypypi2.queries import files as files_queries
 from mypypi2.queries.files import FileRow
 from mypypi2.storage import Storage, StoredFile, storage_key
 from mypypi2.upstream.client import UpstreamClient
+from mypypi2.upstream.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class Downloads:
             if not isinstance(exc, Exception):
                 raise
             if not isinstance(exc, UpstreamError):
-                log.exception("download of %s failed", download.row.upstream_url)
+                log.exception("download of %s failed", redact_url(download.row.upstream_url))
 
     async def _attempt(self, repository: str, download: _Download) -> bool:
         """Lead a new download of the file or follow the one under way in another process.
@@ -203,7 +204,7 @@ class Downloads:
                 files_queries.set_download_state(self._pool, download.row.id, attempt, "failed")
             )
             if isinstance(exc, UpstreamError):
-                log.warning("download of %s failed: %s", download.row.upstream_url, exc)
+                log.warning("download of %s failed: %s", redact_url(download.row.upstream_url), exc)
             raise
         finally:
             heartbeat.cancel()
@@ -214,7 +215,9 @@ class Downloads:
             try:
                 renewed = await files_queries.renew_claim(self._pool, download.row.id, attempt)
             except Exception as exc:  # the database is busy or away: try again next time
-                log.warning("renewing the download of %s: %s", download.row.upstream_url, exc)
+                log.warning(
+                    "renewing the download of %s: %s", redact_url(download.row.upstream_url), exc
+                )
                 continue
             if not renewed:
                 download.claim_lost = True
@@ -224,10 +227,10 @@ class Downloads:
         self, repository: str, download: _Download, attempt: uuid.UUID, spool: Path
     ) -> None:
         row = download.row
-        url = row.upstream_url
+        url = redact_url(row.upstream_url)  # for errors and logs; row.upstream_url is fetched
         verifiers = hash_verifiers(row.hashes)
         sha256 = verifiers.setdefault("sha256", hashlib.sha256())
-        async with self._clients[repository].file(url) as body:
+        async with self._clients[repository].file(row.upstream_url) as body:
             announced = body.content_length
             if announced is not None and row.size is not None and announced != row.size:
                 raise VerificationFailed(
@@ -284,7 +287,7 @@ class Downloads:
 
         True once the file is stored; False when the attempt ended otherwise (its leader
         went away, or a newer attempt replaced it) before we had a byte of it."""
-        file_id, url = download.row.id, download.row.upstream_url
+        file_id, url = download.row.id, redact_url(download.row.upstream_url)
         while True:
             if self._spool_grew(download):
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)

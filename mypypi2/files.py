@@ -44,6 +44,7 @@ from mypypi2.queries.notifications import Purged
 from mypypi2.storage import Storage, StoredFile
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
+from mypypi2.upstream.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -209,17 +210,18 @@ class Files:
         # pooled connection for the upstream's whole answer, and a resolver asks for dozens
         # of metadata files at once. Another worker may fetch the same small file meanwhile.
         url = row.upstream_url + METADATA_SUFFIX
+        shown = redact_url(url)  # what errors say: they reach clients
         try:
             body = await self._clients[repository].small_file(url, MAX_METADATA_BYTES)
         except UpstreamNotFound as exc:
-            raise UpstreamError(url, "the page advertises metadata the upstream lacks") from exc
+            raise UpstreamError(shown, "the page advertises metadata the upstream lacks") from exc
         assert row.core_metadata is not None
         for algorithm, verifier in hash_verifiers(row.core_metadata).items():
             verifier.update(body)
             if verifier.hexdigest() != row.core_metadata[algorithm]:
-                raise VerificationFailed(url, f"{algorithm} mismatch for metadata")
+                raise VerificationFailed(shown, f"{algorithm} mismatch for metadata")
         if not await files_queries.save_metadata(self._pool, row.id, body, row.core_metadata):
-            raise UpstreamError(url, "the page changed while its metadata was fetched")
+            raise UpstreamError(shown, "the page changed while its metadata was fetched")
         return body
 
 
