@@ -5,26 +5,17 @@ while its holder works, so that nobody holds a database connection across an ups
 request. A failed refresh leaves its failure in the row for a short while, for every
 process to answer with instead of asking the upstream again.
 
-Session-level advisory locks (`held`, `try_acquire`) remain for short critical sections
-that do hold their connection throughout.
+Files use the same idea with their own claim row (`file_downloads`, queries/files.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import msgspec
 
 from mypypi2.queries import Executor
-
-# hashtextextended gives a 64-bit key from any text; a collision only serializes two
-# unrelated refreshes, it never merges them.
-LOCK = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
-UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
-TRY_LOCK = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))"
 
 # Lease times are the database's clock (hosts need not agree on the time); failure times
 # are the service's, like every freshness time.
@@ -95,26 +86,6 @@ class Failure(msgspec.Struct, frozen=True):
 class Refresh(msgspec.Struct, frozen=True):
     leased: bool  # somebody is asking the upstream right now
     failure: Failure | None
-
-
-@asynccontextmanager
-async def held(connection: Executor, key: str) -> AsyncIterator[None]:
-    """Hold the lock named `key` on this connection (session level, outside transactions)."""
-    await connection.execute(LOCK, key)
-    try:
-        yield
-    finally:
-        await connection.execute(UNLOCK, key)
-
-
-async def try_acquire(connection: Executor, key: str) -> bool:
-    """Take the lock named `key` if nobody holds it; the caller must `release` it."""
-    acquired: bool = await connection.fetchval(TRY_LOCK, key)
-    return acquired
-
-
-async def release(connection: Executor, key: str) -> None:
-    await connection.execute(UNLOCK, key)
 
 
 async def get_refresh(db: Executor, repository: str, name: str) -> Refresh | None:
