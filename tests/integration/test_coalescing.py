@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import asyncpg
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mypypi2.queries import locks
 from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 
@@ -40,6 +40,26 @@ def assert_identical_200s(answers: list[tuple[int, str | None, bytes]], count: i
     bodies = {body for _, _, body in answers}
     assert len(bodies) == 1
     return bodies.pop()
+
+
+class InFlight:
+    """Counts the requests an app instance has received and not yet answered."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            self.count += 1
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.count -= 1
+
+        return counted
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -80,32 +100,29 @@ async def test_concurrent_misses_on_two_instances_cost_one_upstream_request(
     url_path: str,
 ) -> None:
     upstream.add(UpstreamProject("demo", FILES))
-    # The upstream holds its answer until the other instance is seen waiting for the lease.
+    # The upstream holds its answer until every request reached its instance: the second
+    # instance's requests can then only be waiting for the first one's lease.
     gate = asyncio.Event()
     upstream.fail(path, Fault(gate=gate))
-    first, second = await start_cache(), await start_cache()
+    first_counter, second_counter = InFlight(), InFlight()
+    first = await start_cache(wrap=first_counter.wrap)
+    second = await start_cache(wrap=second_counter.wrap)
     monitor = await asyncpg.connect(database)
     try:
 
-        async def one_waits_for_the_lease() -> bool:
-            # The holder's last statement re-read the page after its claim; a waiter's last
-            # one found the lease taken.
-            waiting: int = await monitor.fetchval(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND query = $1",
-                locks.SELECT_REFRESH,
-            )
+        async def every_request_waits_on_one_lease() -> bool:
             held: int = await monitor.fetchval(
                 "SELECT count(*) FROM page_refreshes WHERE holder IS NOT NULL"
             )
-            return waiting >= 1 and held == 1 and upstream.hits[path] == 1
+            arrived = first_counter.count == 25 and second_counter.count == 25
+            return arrived and held == 1 and upstream.hits[path] == 1
 
         requests = asyncio.gather(
             get_many(http, [f"{first.url}/pypi/simple/{url_path}"] * 25),
             get_many(http, [f"{second.url}/pypi/simple/{url_path}"] * 25),
         )
         try:
-            await eventually(one_waits_for_the_lease, "one instance waits for the other's lease")
+            await eventually(every_request_waits_on_one_lease, "all 50 wait on one lease")
         finally:
             gate.set()
             from_first, from_second = await requests
