@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -36,6 +35,7 @@ from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.queries import Validators
 from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, ip_literal
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
+from mypypi2.upstream.parse_rules import serial_from
 from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinfo
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,6 @@ _CHUNK = 64 * 1024
 _PARSE_IN_THREAD_ABOVE = 512 * 1024
 # An ETag or Last-Modified is a few dozen characters; past this it is not a validator.
 _MAX_VALIDATOR_LENGTH = 1024
-_SERIAL = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also accepts "²"
-_BIGINT_END = 2**63  # serials go into a PostgreSQL bigint
 _MAX_REASON_LENGTH = 300
 
 
@@ -195,7 +193,7 @@ class UpstreamClient:
                 model = await consume(response, content_type, str(response.url))
         serial = validators.last_serial
         if serial is None:
-            serial = _bigint(getattr(model, "last_serial", None))
+            serial = serial_from(getattr(model, "last_serial", None))
         return Fetched(model, msgspec.structs.replace(validators, last_serial=serial))
 
     @asynccontextmanager
@@ -400,24 +398,12 @@ def _validator(value: str | None) -> str | None:
     return None
 
 
-def _serial(value: str | None) -> int | None:
-    if value is None or not _SERIAL.fullmatch(value.strip()):
-        return None
-    return _bigint(int(value))
-
-
-def _bigint(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _BIGINT_END:
-        return value
-    return None
-
-
 def _validators(response: aiohttp.ClientResponse, known: Validators) -> Validators:
     """The response's validators; a 304 may omit some (or send unusable ones), then the
     known ones stay."""
     etag = _validator(response.headers.get("ETag"))
     last_modified = _validator(response.headers.get("Last-Modified"))
-    serial = _serial(response.headers.get("X-PyPI-Last-Serial"))
+    serial = serial_from(response.headers.get("X-PyPI-Last-Serial", "").strip())
     return Validators(
         etag=etag if etag is not None else known.etag,
         last_modified=last_modified if last_modified is not None else known.last_modified,

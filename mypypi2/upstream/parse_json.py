@@ -22,9 +22,9 @@ import msgspec
 from mypypi2.errors import MalformedPage
 from mypypi2.models import FileEntry, ProjectList, ProjectPage
 from mypypi2.upstream.parse_rules import (
-    BIGINT_END,
     DropLog,
     Resolver,
+    bigint,
     build_page,
     check_api_version,
     filter_hashes,
@@ -331,12 +331,10 @@ def _core_metadata(raw: _File, drops: DropLog, filename: str) -> dict[str, str] 
 
 
 def _size(value: object, drops: DropLog, filename: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < BIGINT_END:
-        return value
-    drops.drop("size", filename, f"{value!r} is not a size")
-    return None
+    size = bigint(value)
+    if size is None and value is not None:
+        drops.drop("size", filename, f"{value!r} is not a size")
+    return size
 
 
 def _upload_time(value: object, drops: DropLog, filename: str) -> dt.datetime | None:

@@ -68,6 +68,11 @@ def serial_from(value: object) -> int | None:
     if isinstance(value, str):
         # isdigit() alone accepts "²", which int() refuses.
         value = int(value) if value.isascii() and value.isdigit() and len(value) < 20 else None
+    return bigint(value)
+
+
+def bigint(value: object) -> int | None:
+    """`value` when it is an int (not a bool) a PostgreSQL bigint column can hold, >= 0."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < BIGINT_END:
         return value
     return None
