@@ -33,7 +33,7 @@ from mypypi2.config import RepositoryConfig
 from mypypi2.errors import MalformedPage, UpstreamError, UpstreamNotFound, UpstreamTimeout
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.queries import Validators
-from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, ip_literal
+from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, is_ip_literal
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
 from mypypi2.upstream.parse_rules import serial_from
 from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinfo
@@ -247,9 +247,8 @@ class UpstreamClient:
         if parts.scheme not in ("http", "https") or not host:
             raise HostRefused(f"refused: not an http(s) URL: {redact_url(url)}")
         self._policy.check_host(host)
-        address = ip_literal(host)
-        if address is not None:  # names are checked as they resolve (GuardedResolver)
-            await self._policy.check_address(host, address)
+        if is_ip_literal(host):  # names are checked as they resolve (GuardedResolver)
+            await self._policy.check_address(host, host)
 
     def _headers(self, url: str, headers: Mapping[str, str]) -> dict[str, str]:
         # Credentials of a private index go to that index only: never to the file host

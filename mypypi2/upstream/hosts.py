@@ -59,13 +59,13 @@ def classify(address: str) -> AddressClass:
     return "public" if ip.is_global and not ip.is_multicast else "reserved"
 
 
-def ip_literal(host: str) -> str | None:
-    """`host` when it is an IP address rather than a name."""
+def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IP address rather than a name."""
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return None
-    return host
+        return False
+    return True
 
 
 class HostRefused(OSError):
@@ -85,9 +85,10 @@ class HostPolicy:
         self._upstream_host = normalize_host(upstream_host)
         self._file_hosts = tuple(normalize_host(h) for h in file_hosts)
         self._inner = inner
-        literal = ip_literal(self._upstream_host)
         self._upstream_classes: frozenset[AddressClass] | None = (
-            frozenset({classify(literal)}) if literal is not None else None
+            frozenset({classify(self._upstream_host)})
+            if is_ip_literal(self._upstream_host)
+            else None
         )
 
     @classmethod
@@ -112,7 +113,7 @@ class HostPolicy:
 
     def check_host(self, host: str) -> None:
         """Refuse a host `file-hosts` leaves out (addresses are checked separately)."""
-        if self._file_hosts and not self.is_upstream(host) and not self.is_listed(host):
+        if self._file_hosts and not self.is_exempt(host):
             raise HostRefused(f"refused: host {host} is not in file-hosts")
 
     def is_exempt(self, host: str) -> bool:
