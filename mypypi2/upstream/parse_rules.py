@@ -33,12 +33,12 @@ MAX_FILENAME_BYTES = 255
 BIGINT_END = 2**63
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
-# An absolute http(s) URL that urljoin/urlsplit would return unchanged: resolving it the
-# long way costs three quarters of a large JSON page's parse time.
 # A path segment no URL parser changes (no dot segment, scheme, query or whitespace).
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.~%!$&'()*+,;=@-]+")
 _PLAIN_FRAGMENT = re.compile(r"[!-~]*+")  # printable ASCII, no space
 _PLAIN_DIRECTORY = re.compile(r"[!->@-~]*+")  # the same without "?"
+# An absolute http(s) URL that urljoin/urlsplit would return unchanged: resolving it the
+# long way costs three quarters of a large JSON page's parse time.
 _PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.-]++(?::[0-9]*+)?(?:[/?][!-\"$-~]*+)?(?<!\?)")
 
 
