@@ -267,7 +267,7 @@ def _file_from_json(raw: _File, resolver: Resolver, drops: DropLog) -> FileEntry
     return FileEntry(
         filename=filename,
         url=resolved[0],
-        hashes=_hashes(raw.hashes, drops, filename, "hashes"),
+        hashes=_hashes(raw.hashes, drops, filename),
         requires_python=_text_field(raw.requires_python, drops, filename, "requires-python"),
         yanked=_yanked(raw.yanked, drops, filename),
         core_metadata=_core_metadata(raw, drops, filename),
@@ -292,13 +292,13 @@ def _text_field(value: object, drops: DropLog, filename: str, what: str) -> str 
     return text
 
 
-def _hashes(value: object, drops: DropLog, filename: str, what: str) -> dict[str, str]:
+def _hashes(value: object, drops: DropLog, filename: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        drops.drop(what, filename, f"{value!r} is not an object")
+        drops.drop("hashes", filename, f"{value!r} is not an object")
         return {}
-    return filter_hashes(value.items(), drops, filename, what)
+    return filter_hashes(value.items(), drops, filename, "hashes")
 
 
 def _yanked(value: object, drops: DropLog, filename: str) -> str | None:
@@ -308,10 +308,9 @@ def _yanked(value: object, drops: DropLog, filename: str) -> str | None:
             return value
         drops.drop("yanked reason", filename, f"{value!r} holds a NUL")
         return ""
-    if value is None or isinstance(value, bool):
-        return "" if value else None
-    # 1 / 0 and the like: yanked when truthy, with no reason we could show.
-    drops.drop("yanked reason", filename, f"{value!r} is neither a boolean nor a string")
+    if value is not None and not isinstance(value, bool):
+        # 1 / 0 and the like: yanked when truthy, with no reason we could show.
+        drops.drop("yanked reason", filename, f"{value!r} is neither a boolean nor a string")
     return "" if value else None
 
 
