@@ -43,13 +43,12 @@ from mypypi2.errors import UpstreamError, VerificationFailed
 from mypypi2.pages import Clock
 from mypypi2.queries import files as files_queries
 from mypypi2.queries.files import FileRow
-from mypypi2.storage import Storage, StoredFile, storage_key
+from mypypi2.storage import CHUNK_BYTES, Storage, StoredFile, storage_key
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.urls import redact_url
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 256 * 1024
 # How often a follower in another process looks at the leader's spool and state.
 FOLLOW_POLL_SECONDS = 0.05
 # How often a leader renews its claim, and how long an unrenewed claim stands.
@@ -346,7 +345,7 @@ class Downloads:
                     return
                 if spool is not None and position < download.readable:
                     # The spool was just written: its pages are in memory, reads do not block.
-                    chunk = spool.read(min(_CHUNK, download.readable - position))
+                    chunk = spool.read(min(CHUNK_BYTES, download.readable - position))
                     if chunk:
                         position += len(chunk)
                         yield chunk

@@ -58,6 +58,10 @@ class Storage(Protocol):
         store no longer has it (a cleanup job, a bucket lifecycle rule)."""
 
 
+# How much of a file is read at once to be sent on: big enough that a read costs little per
+# byte, small enough that many clients at once cost little memory.
+CHUNK_BYTES = 256 * 1024
+
 # Longest name part of a key, in UTF-8 bytes: most filesystems allow 255 per path component,
 # some (encrypted home directories) less.
 MAX_KEY_NAME_BYTES = 128

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mypypi2.errors import StoredObjectMissing
-from mypypi2.storage import Redirect
-
-_CHUNK = 256 * 1024
+from mypypi2.storage import CHUNK_BYTES, Redirect
 
 
 class DiskStorage:
@@ -58,7 +56,7 @@ async def _read(file: BinaryIO, key: str, start: int, end: int) -> AsyncIterator
         file.seek(start)
         remaining = end - start
         while remaining > 0:
-            chunk = await asyncio.to_thread(file.read, min(_CHUNK, remaining))
+            chunk = await asyncio.to_thread(file.read, min(CHUNK_BYTES, remaining))
             if not chunk:
                 raise OSError(f"stored object {key!r} is shorter than expected")
             remaining -= len(chunk)

@@ -17,9 +17,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from mypypi2.errors import StoredObjectMissing
-from mypypi2.storage import Redirect
-
-_STREAM_CHUNK = 256 * 1024
+from mypypi2.storage import CHUNK_BYTES, Redirect
 
 
 class S3Storage:
@@ -138,7 +136,7 @@ def _is_missing(exc: ClientError) -> bool:
 
 async def _read(body: Any) -> AsyncIterator[bytes]:
     async with body:
-        while chunk := await body.read(_STREAM_CHUNK):
+        while chunk := await body.read(CHUNK_BYTES):
             yield chunk
 
 
