@@ -91,18 +91,16 @@ class HtmlScanner:
             if self._open is not None and start > pos:
                 self._open.append(buf[pos:start])
             tag = token["tag"]
-            if tag is None:
-                if token["open"] is not None:
-                    return self._wait(buf, start, final, "tag")
-                self._saw_markup = self._saw_markup or token["decl"] is not None
-                pos = token.end()
-                if pos - start > _MAX_TOKEN:
-                    raise MalformedPage(f"an HTML comment longer than {_MAX_TOKEN} characters")
-                continue
-            self._saw_markup = True
+            if tag is None and token["open"] is not None:
+                return self._wait(buf, start, final, "tag")
             pos = token.end()
             if pos - start > _MAX_TOKEN:
-                raise MalformedPage(f"an HTML tag longer than {_MAX_TOKEN} characters")
+                what = "tag" if tag else "comment" if token["decl"] is None else "declaration"
+                raise MalformedPage(f"an HTML {what} longer than {_MAX_TOKEN} characters")
+            if tag is None:
+                self._saw_markup = self._saw_markup or token["decl"] is not None
+                continue
+            self._saw_markup = True
             tag = tag.lower()
             if token["close"]:
                 if tag == "a" and self._open is not None:
