@@ -1056,7 +1056,7 @@ def test_project_list_parser_fed_byte_by_byte(content_type: str) -> None:
     assert listing.names == tuple(names)
 
 
-def test_project_list_parser_keeps_nothing_but_names() -> None:
+def test_a_long_comment_is_refused_whatever_the_chunking() -> None:
     # A 1 MiB comment split over many chunks is still refused like a whole one.
     body = b"<html><!-- " + b"x" * (1 << 20) + b" --><a>n</a>"
     parser = ProjectListParser(HTML_CT)
