@@ -393,7 +393,8 @@ async def test_a_download_ends_at_its_deadline_however_steadily_bytes_arrive(
     sdist = UpstreamFile("demo-1.0.tar.gz", b"x" * 40)
     upstream.add(UpstreamProject("demo", [sdist]))
     upstream.fail(FILE, Fault(slow_chunk=1, slow_delay=0.1))
-    config = repository("pypi", upstream, download_timeout=0.5, read_timeout=10.0)
+    # 1 s: the first bytes arrive within it even on a loaded machine, all 40 take 4 s.
+    config = repository("pypi", upstream, download_timeout=1.0, read_timeout=10.0)
     session = UpstreamClient.open_session(config)
     received = b""
     try:
