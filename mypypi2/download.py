@@ -255,12 +255,7 @@ class Downloads:
         size = download.written
         if expected is not None and size != expected:
             raise VerificationFailed(url, f"received {size} bytes, expected {expected}")
-        for algorithm, verifier in verifiers.items():
-            wanted = row.hashes.get(algorithm)
-            if wanted is not None and verifier.hexdigest() != wanted:
-                raise VerificationFailed(
-                    url, f"{algorithm} mismatch: got {verifier.hexdigest()}, expected {wanted}"
-                )
+        verify_hashes(verifiers, row.hashes, url)
         download.state = _State.VERIFIED
         download.notify()
         digest = sha256.hexdigest()
@@ -398,3 +393,16 @@ def hash_verifiers(hashes: Mapping[str, str]) -> dict[str, hashlib._Hash]:
         except ValueError:
             continue
     return verifiers
+
+
+def verify_hashes(
+    verifiers: Mapping[str, hashlib._Hash], wanted: Mapping[str, str], url: str, what: str = ""
+) -> None:
+    """VerificationFailed unless each running hash that `wanted` has a digest for matches it
+    (a verifier of our own, such as the sha256 a storage key needs, is not checked)."""
+    for algorithm, verifier in verifiers.items():
+        digest = wanted.get(algorithm)
+        if digest is not None and verifier.hexdigest() != digest:
+            raise VerificationFailed(
+                url, f"{what}{algorithm} mismatch: got {verifier.hexdigest()}, expected {digest}"
+            )

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from mypypi2 import names
-from mypypi2.download import Downloads, hash_verifiers, stored_file
+from mypypi2.download import Downloads, hash_verifiers, stored_file, verify_hashes
 from mypypi2.errors import (
     FileNotFound,
     ProjectNotFound,
     StoredObjectMissing,
     UpstreamError,
     UpstreamNotFound,
-    VerificationFailed,
 )
 from mypypi2.lru import LRU
 from mypypi2.pages import Clock, Pages
@@ -216,10 +215,10 @@ class Files:
         except UpstreamNotFound as exc:
             raise UpstreamError(shown, "the page advertises metadata the upstream lacks") from exc
         assert row.core_metadata is not None
-        for algorithm, verifier in hash_verifiers(row.core_metadata).items():
+        verifiers = hash_verifiers(row.core_metadata)
+        for verifier in verifiers.values():
             verifier.update(body)
-            if verifier.hexdigest() != row.core_metadata[algorithm]:
-                raise VerificationFailed(shown, f"{algorithm} mismatch for metadata")
+        verify_hashes(verifiers, row.core_metadata, shown, "metadata ")
         if not await files_queries.save_metadata(self._pool, row.id, body, row.core_metadata):
             raise UpstreamError(shown, "the page changed while its metadata was fetched")
         return body
