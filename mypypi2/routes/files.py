@@ -15,9 +15,10 @@ from mypypi2.routes.conditional import etag_matches, http_date
 from mypypi2.storage import StoredFile
 
 # A filename's content never changes (the index forbids re-uploads, and we keep serving the
-# bytes we stored first), so clients and proxies may keep a file forever.
-_IMMUTABLE = "public, max-age=31536000, immutable"
-_OCTETS = "application/octet-stream"
+# bytes we stored first), so clients and proxies may keep a file forever. The warm path
+# (warm.py) sends these too.
+IMMUTABLE = "public, max-age=31536000, immutable"
+OCTETS = "application/octet-stream"
 # Range units compare case-insensitively (RFC 9110 14.1).
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)
 _UNSATISFIABLE = (-1, -1)
@@ -41,7 +42,7 @@ async def file(request: Request) -> Response:
 
 async def _stored(request: Request, files: Files, stored: StoredFile) -> Response | None:
     """The stored file's answer; None when the store turns out to have lost it."""
-    headers = {"ETag": f'"{stored.sha256}"', "Cache-Control": _IMMUTABLE}
+    headers = {"ETag": f'"{stored.sha256}"', "Cache-Control": IMMUTABLE}
     if stored.last_modified is not None:
         headers["Last-Modified"] = stored.last_modified
     if _not_modified(request, stored, headers["ETag"]):
@@ -67,7 +68,7 @@ async def _stored(request: Request, files: Files, stored: StoredFile) -> Respons
             stat = os.stat(path)
         except FileNotFoundError:  # removed behind our back (a cleanup job, an operator)
             return None
-        return _WholeFile(path, headers=headers, media_type=_OCTETS, stat_result=stat)
+        return _WholeFile(path, headers=headers, media_type=OCTETS, stat_result=stat)
     start, end, status = 0, stored.size, 200
     if requested is not None:
         start, end = requested
@@ -75,11 +76,11 @@ async def _stored(request: Request, files: Files, stored: StoredFile) -> Respons
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{stored.size}"
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=_OCTETS)
+        return Response(status_code=status, headers=headers, media_type=OCTETS)
     body = await files.open_stored(stored, start, end)
     if body is None:
         return None
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=_OCTETS)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=OCTETS)
 
 
 class _WholeFile(FileResponse):
@@ -116,7 +117,7 @@ def _requested_range(
 async def _pending(
     request: Request, files: Files, repository: str, pending: PendingFile
 ) -> Response:
-    headers = {"Cache-Control": _IMMUTABLE}
+    headers = {"Cache-Control": IMMUTABLE}
     sha256 = pending.row.hashes.get("sha256")
     if sha256 is not None:
         headers["ETag"] = f'"{sha256}"'
@@ -126,14 +127,14 @@ async def _pending(
         # HEAD never costs a download: answer with what the page told us.
         if pending.row.size is not None:
             headers["Content-Length"] = str(pending.row.size)
-        return Response(headers=headers, media_type=_OCTETS)
+        return Response(headers=headers, media_type=OCTETS)
     # A Range on a file still arriving is answered with the whole file (RFC 9110 allows
     # ignoring Range); once stored, ranges are served. The response starts only once the
     # download has bytes to send: a failure before then is a clean error status.
     length, body = await files.stream(repository, pending)
     if length is not None:
         headers["Content-Length"] = str(length)
-    return StreamingResponse(body, headers=headers, media_type=_OCTETS)
+    return StreamingResponse(body, headers=headers, media_type=OCTETS)
 
 
 async def _metadata(
@@ -141,10 +142,10 @@ async def _metadata(
 ) -> Response:
     distribution = filename.removesuffix(METADATA_SUFFIX)
     metadata = await files.metadata(repository, project, distribution)
-    headers = {"ETag": f'"{metadata.sha256}"', "Cache-Control": _IMMUTABLE}
+    headers = {"ETag": f'"{metadata.sha256}"', "Cache-Control": IMMUTABLE}
     if etag_matches(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    return Response(metadata.body, headers=headers, media_type=_OCTETS)
+    return Response(metadata.body, headers=headers, media_type=OCTETS)
 
 
 def _single_range(header: str, size: int) -> tuple[int, int] | None:

@@ -20,11 +20,12 @@ from mypypi2.files import METADATA_SUFFIX, Files
 from mypypi2.negotiate import choose_encoding, negotiate
 from mypypi2.pages import Pages
 from mypypi2.routes.conditional import page_not_modified
+from mypypi2.routes.files import IMMUTABLE, OCTETS
 
-# As routes/files.py answers: a filename's content never changes.
+# As routes/files.py answers.
 _METADATA_HEADERS = [
-    (b"content-type", b"application/octet-stream"),
-    (b"cache-control", b"public, max-age=31536000, immutable"),
+    (b"content-type", OCTETS.encode()),
+    (b"cache-control", IMMUTABLE.encode()),
 ]
 _FILE_HEADERS = [*_METADATA_HEADERS, (b"accept-ranges", b"bytes")]
 
