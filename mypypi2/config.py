@@ -74,9 +74,9 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     # Cache-Control max-age sent to clients for pages; unset: the TTL.
     client_max_age: int | None = None
     connect_timeout: float = 10.0
-    # Longest silence while reading a response, and the cap on a whole page fetch (and on a
-    # .metadata file), redirects included.
+    # Longest silence while reading a response.
     read_timeout: float = 30.0
+    # Seconds a whole page fetch (or a .metadata file) may take, redirects included.
     total_timeout: float = 120.0
     # Seconds one distribution file may take to download in all, redirects included.
     download_timeout: float = 3600.0
