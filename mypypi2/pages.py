@@ -126,9 +126,6 @@ class Pages:
         for snapshot in self.cache.values():
             snapshot.fresh_until = -float("inf")
 
-    def client(self, repository: str) -> UpstreamClient:
-        return self._clients[repository]
-
     def _repository(self, name: str) -> RepositoryConfig:
         repository = self._repositories.get(name)
         if repository is None:
@@ -185,17 +182,18 @@ class Pages:
         return cached
 
     async def _serve(self, kind: Kind[M], revalidate: bool) -> Snapshot:
+        """A page `_cached` could not answer: just past its TTL, from this worker's
+        snapshot while it is revalidated in the background; otherwise through the state."""
         cached = self.cache.get(kind.key)
-        if cached is not None and not (
-            revalidate and self._forced(kind.repository, cached.checked_at)
+        if (
+            cached is not None
+            and cached.found
+            and cached.stale is None
+            and self._clock() < cached.fresh_until + kind.repository.stale_while_revalidate
+            and not (revalidate and self._forced(kind.repository, cached.checked_at))
         ):
-            now = self._clock()
-            if now < cached.fresh_until:
-                return cached
-            window = kind.repository.stale_while_revalidate
-            if cached.found and cached.stale is None and now < cached.fresh_until + window:
-                self._revalidate_in_background(kind)
-                return cached
+            self._revalidate_in_background(kind)
+            return cached
         try:
             return await self._coalescer.run(kind.key, lambda: self._resolve(kind, revalidate))
         except DatabaseUnavailable as exc:
@@ -207,7 +205,7 @@ class Pages:
             self._database_down = True
             log.warning("serving held pages stale, failing the others: %s", exc)
         held = self.cache.get(kind.key)
-        if held is None or not self._within_stale_window(kind, held.found, held.checked_at):
+        if held is None or self._clock() >= _stale_until(kind, held.found, held.checked_at):
             raise exc
         now = self._clock()
         if now >= held.fresh_until:
@@ -299,7 +297,7 @@ class Pages:
         retry_at = failure.until.timestamp()
         if held is not None and failure.kind == "not-found":  # fewer 404s than gone-after
             return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
-        if held is not None and self._within_stale_window(kind, True, held.checked_at.timestamp()):
+        if held is not None and self._within_stale_window(kind, held):
             return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
         raise _failure_error(failure)
 
@@ -311,24 +309,19 @@ class Pages:
         checked_at = state.checked_at.timestamp()
         if state.purged or (revalidate and self._forced(kind.repository, checked_at)):
             return False
-        ttl = kind.ttl if state.found else kind.repository.negative_ttl
-        return self._clock() < checked_at + ttl
+        return self._clock() < checked_at + _ttl(kind, state.found)
 
     async def _refresh(self, kind: Kind[M], state: PageState | None, holder: uuid.UUID) -> Snapshot:
         """Ask the upstream once, holding the page's lease but no database connection."""
         held = state if state is not None and state.found else None
         renewal = asyncio.create_task(self._renew(kind, holder))
         try:
-            try:
-                result = await self._fetch(kind, held)
-            except UpstreamNotFound as exc:
-                return await self._not_found(kind, held, holder, exc)
-            except UpstreamError as exc:
-                return await self._failed(kind, held, holder, exc)
-            try:
-                return await self._save(kind, held, holder, result)
-            except _Unstorable as exc:
-                return await self._failed(kind, held, holder, exc.error)
+            result = await self._fetch(kind, held)
+            return await self._save(kind, held, holder, result)
+        except UpstreamNotFound as exc:
+            return await self._not_found(kind, held, holder, exc)
+        except UpstreamError as exc:  # no usable answer, or values PostgreSQL refused
+            return await self._failed(kind, held, holder, exc)
         finally:
             # On an unexpected error the lease, no longer renewed, runs out by itself.
             renewal.cancel()
@@ -345,11 +338,8 @@ class Pages:
                 log.debug("cannot renew the lease on %s/%s: %s", *kind.key, exc)
 
     async def _fetch(self, kind: Kind[M], held: PageState | None) -> Fetched[M] | NotModified:
-        known = None
-        if held is not None:
-            known = Validators(held.etag, held.last_modified, held.last_serial)
         try:
-            return await kind.fetch(known)
+            return await kind.fetch(_validators(held))
         except UpstreamError:
             raise
         except Exception as exc:  # a page our reader chokes on is the upstream's fault
@@ -363,11 +353,10 @@ class Pages:
         holder: uuid.UUID,
         result: Fetched[M] | NotModified,
     ) -> Snapshot:
-        """Store what the upstream said and end the lease, in one short transaction."""
+        """Store what the upstream said and end the lease, in one short transaction; an
+        UpstreamError when PostgreSQL refuses the page's values (nothing is stored)."""
         now = self._datetime()
-        known = None
-        if held is not None:
-            known = Validators(held.etag, held.last_modified, held.last_serial)
+        known = _validators(held)
         async with self._db.transaction() as connection:
             try:
                 if isinstance(result, NotModified):
@@ -390,8 +379,7 @@ class Pages:
                 if not is_refusal(exc):
                     raise
                 log.warning("cannot store %s/%s: %r", *kind.key, exc)
-                error = UpstreamError(kind.url, f"cannot store the page: {exc}")
-                raise _Unstorable(error) from exc
+                raise UpstreamError(kind.url, f"cannot store the page: {exc}") from exc
             await locks.end_lease(connection, *kind.key, holder)
             state = await kind.state(connection)
             assert state is not None
@@ -418,9 +406,7 @@ class Pages:
     ) -> Snapshot:
         async with self._db.connection() as connection:
             retry_at = await self._record_failure(connection, kind, holder, exc)
-            if held is not None and self._within_stale_window(
-                kind, True, held.checked_at.timestamp()
-            ):
+            if held is not None and self._within_stale_window(kind, held):
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
                 return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
         raise exc
@@ -442,13 +428,9 @@ class Pages:
         )
         return retry_at
 
-    def _within_stale_window(self, kind: Kind[M], found: bool, checked_at: float) -> bool:
-        """Whether a copy last confirmed at `checked_at` may still be served stale."""
-        window = kind.repository.stale_if_error
-        if window == "forever":
-            return True
-        ttl = kind.ttl if found else kind.repository.negative_ttl
-        return self._clock() < checked_at + ttl + window
+    def _within_stale_window(self, kind: Kind[M], held: PageState) -> bool:
+        """Whether the stored copy may still be served stale."""
+        return self._clock() < _stale_until(kind, held.found, held.checked_at.timestamp())
 
     def _datetime(self) -> dt.datetime:
         return _datetime(self._clock())
@@ -463,14 +445,11 @@ class Pages:
     ) -> Snapshot:
         """This worker's snapshot of `state`; a `stale` one is served until `retry_at`."""
         checked_at = state.checked_at.timestamp()
-        ttl = kind.ttl if state.found else kind.repository.negative_ttl
+        ttl = _ttl(kind, state.found)
         fresh_until = checked_at + ttl
         if stale is not None:
             # Ask again after the pause, and never past the end of the stale-if-error window.
-            fresh_until = retry_at
-            window = kind.repository.stale_if_error
-            if window != "forever":
-                fresh_until = min(fresh_until, checked_at + ttl + window)
+            fresh_until = min(retry_at, _stale_until(kind, state.found, checked_at))
         elif self._offline:
             fresh_until = max(fresh_until, self._clock() + ttl)
         current = self.cache.get(kind.key)
@@ -503,14 +482,6 @@ class Pages:
         )
 
 
-class _Unstorable(Exception):
-    """The upstream's page holds values PostgreSQL refuses: an upstream error in the end."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 async def purge(db: Executor, repository: str, names: list[str] | None) -> int:
     """Mark pages stale (all of the repository's, its list too, when `names` is None), so
     the next request fetches them from the upstream again; returns how many pages."""
@@ -523,6 +494,25 @@ async def purge(db: Executor, repository: str, names: list[str] | None) -> int:
 
 def _datetime(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def _ttl(kind: Kind[M], found: bool) -> float:
+    return kind.ttl if found else kind.repository.negative_ttl
+
+
+def _stale_until(kind: Kind[M], found: bool, checked_at: float) -> float:
+    """The end of the stale-if-error window of a copy last confirmed at `checked_at`."""
+    window = kind.repository.stale_if_error
+    if window == "forever":
+        return float("inf")
+    return checked_at + _ttl(kind, found) + window
+
+
+def _validators(held: PageState | None) -> Validators | None:
+    """What the upstream said of the copy we hold, sent back to revalidate it."""
+    if held is None:
+        return None
+    return Validators(held.etag, held.last_modified, held.last_serial)
 
 
 def _failure_kind(exc: UpstreamError) -> str:
