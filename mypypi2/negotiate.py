@@ -143,7 +143,7 @@ def _quality(offer: str, ranges: list[tuple[str, str, float]]) -> float:
 
 # Content codings we can send, best first on equal q: zstd is smaller and faster to
 # decode than gzip (uv asks for it; pip asks for gzip).
-_CODINGS = ("zstd", "gzip")
+CODINGS = ("zstd", "gzip")
 
 
 def choose_encoding(accept_encoding: str | None) -> str | None:
@@ -163,7 +163,7 @@ def _choose_encoding(accept_encoding: str) -> str | None:
         weights[coding.strip().lower()] = _weight(params)
     wildcard = weights.get("*", 0.0)
     best, best_q = None, 0.0
-    for coding in _CODINGS:
+    for coding in CODINGS:
         q = weights.get(coding, wildcard)
         if q > best_q:
             best, best_q = coding, q

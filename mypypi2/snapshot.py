@@ -18,11 +18,13 @@ from email.utils import format_datetime
 
 import zstandard
 
+# The codings a representation is compressed with: those negotiate.py may choose.
+from mypypi2.negotiate import CODINGS as ENCODINGS
+
 # Below this, compressing saves less than its headers cost.
 MIN_COMPRESSED_SIZE = 1024
 # Compressing a larger body (a project list runs to tens of MB) would stall the loop.
 COMPRESS_IN_THREAD_ABOVE = 256 * 1024
-ENCODINGS = ("zstd", "gzip")
 # Values of X-Mypypi2-Stale: who could not confirm the copy served.
 STALE_UPSTREAM = "upstream-unavailable"
 STALE_DATABASE = "database-unavailable"
