@@ -4,7 +4,7 @@ Pure: bytes in, `models` out, `MalformedPage` for anything else, whatever the by
 property tests feed random ones). Strict about what an installer needs, lenient about the
 rest (`parse_rules` says how). Both formats go through the same per-file rules, so an HTML
 upstream and a JSON upstream of one project produce equal `ProjectPage`s. The only side
-effect is a log line per page for what was dropped from it.
+effect is a log line per page and field for what was dropped from it (`DropLog`).
 """
 
 from __future__ import annotations
