@@ -9,14 +9,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypedDict
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
 from mypypi2.config import Config, data_dir
-from mypypi2.db import Database, KeptConnection
+from mypypi2.db import SERVER_OUTAGES, Database, KeptConnection
 from mypypi2.errors import (
     DatabaseUnavailable,
     FileNotFound,
@@ -61,10 +60,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UpstreamError, 502),
     (DatabaseUnavailable, 503),
     # Outages met by code that uses the pool directly rather than through Database.
-    (asyncpg.PostgresConnectionError, 503),
-    (asyncpg.exceptions.OperatorInterventionError, 503),
-    (asyncpg.exceptions.InsufficientResourcesError, 503),
-    (asyncpg.exceptions.InternalClientError, 503),
+    *((outage, 503) for outage in SERVER_OUTAGES),
 )
 # Error bodies echo what the client sent (a name, an Accept header): plain text, never
 # sniffed into HTML by a browser.

@@ -32,18 +32,19 @@ log = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
 # asyncpg's classes are generic only to the type checker.
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
-# The server is down, going down, starting up, out of connection slots, or did not answer
-# in time; OSError covers refused and reset sockets and (TimeoutError) pool acquire timeouts.
-_OUTAGES: tuple[type[Exception], ...] = (
-    OSError,
+# What asyncpg raises when the server is down, going down, starting up, out of connection
+# slots, or did not answer in time.
+SERVER_OUTAGES: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, statement timeout
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
     # How asyncpg reports a connection the server dropped under it (a statement sent
     # just after the server's farewell, a closed connection used).
     asyncpg.exceptions.InternalClientError,
-    asyncpg.InterfaceError,
 )
+# Around a pooled connection, also: OSError (refused and reset sockets, and as TimeoutError
+# pool acquire timeouts) and a connection asyncpg already knows to be closed.
+_OUTAGES: tuple[type[Exception], ...] = (OSError, *SERVER_OUTAGES, asyncpg.InterfaceError)
 # Grace added to the statement timeout before the client gives up on its own: a server that
 # stopped answering altogether never sends the timeout error.
 _CLIENT_TIMEOUT_GRACE = 5.0
