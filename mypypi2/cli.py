@@ -128,10 +128,9 @@ def _database(config: Config) -> str:
 def _migrate(dsn: str) -> int:
     try:
         return db.migrate(dsn)
-    except psycopg.Error as exc:
-        # psycopg adds hint lines ("Is the server running...?"); the first one says it.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupError(f"cannot use the database {_without_password(dsn)}: {reason}") from exc
+    except psycopg.Error as exc:  # its hint lines ("Is the server running...?") are dropped
+        what = f"cannot use the database {_without_password(dsn)}"
+        raise StartupError.because(what, exc) from exc
 
 
 def _without_password(dsn: str) -> str:

@@ -37,10 +37,8 @@ def start(data_dir: Path) -> str:
     except Exception as exc:  # the library raises plain errors from pg_ctl / initdb
         # Their output runs to many lines; the first says what failed, and the server's
         # own log is <data-dir>/postgres/log.
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StartupError(
-            f"cannot start the embedded PostgreSQL in {data_dir / 'postgres'}: {reason}"
-        ) from exc
+        where = data_dir / "postgres"
+        raise StartupError.because(f"cannot start the embedded PostgreSQL in {where}", exc) from exc
     dsn: str = server.get_uri()
     log.info("embedded PostgreSQL running in %s", data_dir / "postgres")
     return dsn

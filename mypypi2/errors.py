@@ -104,3 +104,10 @@ class DatabaseUnavailable(Mypypi2Error):
 
 class StartupError(Mypypi2Error):
     """The service cannot start here: the database, a directory or the port is unusable."""
+
+    @classmethod
+    def because(cls, what: str, cause: BaseException) -> StartupError:
+        """`what` failed, said in one line: the first of `cause`'s message (drivers and
+        tools add hints and output below it), or its type when it has none."""
+        lines = str(cause).strip().splitlines()
+        return cls(f"{what}: {lines[0] if lines else type(cause).__name__}")
