@@ -7,16 +7,16 @@ starts a database or races another worker's migrations.
 
 from __future__ import annotations
 
-import logging
 import os
 
 from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
 from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
+from mypypi2.servers import configure_logging
 
 
 def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return create_app(handoff.config, handoff.dsn)

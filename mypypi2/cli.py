@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,8 +23,6 @@ from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
 from mypypi2.errors import ConfigError, StartupError
 from mypypi2.names import normalize
 from mypypi2.queries.notifications import Purged, notify_purged
-
-log = logging.getLogger("mypypi2")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    servers.configure_logging()
     try:
         config = _load_config(args.config)
         if args.command == "config":

@@ -42,6 +42,11 @@ _STOP_GRACE = 10.0
 _NR_OPEN_DEFAULT = 1 << 20
 
 
+def configure_logging() -> None:
+    """One format for `mypypi2` and its workers: their lines share one stream."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 def check_port(host: str, port: int) -> None:
     """Fail early, in one line, when we cannot listen on `host`:`port` (in use, no such
     address, a privileged port): the servers would report it as a long traceback."""
