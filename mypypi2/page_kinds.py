@@ -40,7 +40,10 @@ class Kind(Protocol[M]):
         """Remember an upstream 404; False when this kind never remembers one."""
         ...
 
-    async def count_missing(self, db: Executor) -> int: ...
+    async def record_missing(self, db: Executor) -> int:
+        """Count one more upstream 404 for the page we hold; how many in a row now."""
+        ...
+
     async def mark_checked(
         self, db: Executor, validators: Validators, now: dt.datetime
     ) -> None: ...
@@ -87,8 +90,8 @@ class ProjectPageKind:
         )
         return True
 
-    async def count_missing(self, db: Executor) -> int:
-        return await projects.count_missing(db, self._repository, self._name)
+    async def record_missing(self, db: Executor) -> int:
+        return await projects.record_missing(db, self._repository, self._name)
 
     async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
         await projects.mark_checked(db, self._repository, self._name, validators, now)
@@ -135,7 +138,7 @@ class ProjectListKind:
         # An upstream without a project list is not a state we keep: the 404 goes through.
         return False
 
-    async def count_missing(self, db: Executor) -> int:
+    async def record_missing(self, db: Executor) -> int:
         # The list of an index that answered once does not vanish: treat a 404 as an error.
         return 0
 

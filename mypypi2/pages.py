@@ -390,7 +390,7 @@ class Pages:
     ) -> Snapshot:
         async with self._db.transaction() as connection:
             gone_after = kind.repository.gone_after_404s
-            if held is not None and await kind.count_missing(connection) < gone_after:
+            if held is not None and await kind.record_missing(connection) < gone_after:
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
                 retry_at = await self._record_failure(connection, kind, holder, exc)
                 return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)

@@ -256,7 +256,7 @@ async def mark_checked(
     )
 
 
-async def count_missing(db: Executor, repository: str, name: str) -> int:
+async def record_missing(db: Executor, repository: str, name: str) -> int:
     """Record one more upstream 404 for the project; returns how many in a row."""
     count: int = await db.fetchval(INCREMENT_MISSING, repository, name)
     return count
