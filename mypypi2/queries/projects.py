@@ -150,6 +150,22 @@ WHERE repository = $1 AND name = $2
 RETURNING missing_count
 """
 
+# Rows of projects the upstream does not have, past any use: a scan of random names must
+# not grow the table forever. A row with file rows (a project we once held) is kept, so
+# stored files never lose their row. Bounded, and skipping rows others are writing.
+DELETE_EXPIRED_NOT_FOUND = """
+DELETE FROM projects AS p
+USING (
+    SELECT id FROM projects AS o
+    WHERE o.repository = $1 AND NOT o.found AND o.checked_at < $2
+      AND NOT EXISTS (SELECT 1 FROM files f WHERE f.project_id = o.id)
+    ORDER BY o.checked_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+) AS expired
+WHERE p.id = expired.id
+"""
+
 
 async def get_state(db: Executor, repository: str, name: str) -> PageState | None:
     row = await db.fetchrow(SELECT_STATE, repository, name)
@@ -266,23 +282,6 @@ async def mark_stale(db: Executor, repository: str, names: list[str] | None) -> 
     """Purge pages (all of the repository's when `names` is None); returns how many."""
     status: str = await db.execute(MARK_STALE, repository, names)
     return int(status.split()[-1])
-
-
-# Rows of projects the upstream does not have, past any use: a scan of random names must
-# not grow the table forever. A row with file rows (a project we once held) is kept, so
-# stored files never lose their row. Bounded, and skipping rows others are writing.
-DELETE_EXPIRED_NOT_FOUND = """
-DELETE FROM projects AS p
-USING (
-    SELECT id FROM projects AS o
-    WHERE o.repository = $1 AND NOT o.found AND o.checked_at < $2
-      AND NOT EXISTS (SELECT 1 FROM files f WHERE f.project_id = o.id)
-    ORDER BY o.checked_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-) AS expired
-WHERE p.id = expired.id
-"""
 
 
 async def delete_expired_not_found(
