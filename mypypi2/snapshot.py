@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import gzip
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 
@@ -28,6 +28,13 @@ COMPRESS_IN_THREAD_ABOVE = 256 * 1024
 # Values of X-Mypypi2-Stale: who could not confirm the copy served.
 STALE_UPSTREAM = "upstream-unavailable"
 STALE_DATABASE = "database-unavailable"
+
+
+def names_any(if_none_match: str, etags: Iterable[str]) -> bool:
+    """Whether an If-None-Match value names one of `etags`, or is `*` (weak comparison, as
+    RFC 9110 section 13.1.2 asks for GET)."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or not tags.isdisjoint(etags)
 
 
 def _compress(encoding: str, body: bytes) -> bytes:
@@ -50,8 +57,7 @@ class Representation:
 
     def matches(self, if_none_match: str) -> bool:
         """Whether If-None-Match names this representation in any encoding."""
-        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in tags or any(self.etag_for(e) in tags for e in (None, *ENCODINGS))
+        return names_any(if_none_match, (self.etag_for(e) for e in (None, *ENCODINGS)))
 
     def worth_compressing(self) -> bool:
         return len(self.body) >= MIN_COMPRESSED_SIZE

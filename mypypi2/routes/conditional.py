@@ -12,7 +12,7 @@ from email.utils import parsedate_tz
 
 from starlette.requests import Request
 
-from mypypi2.snapshot import Representation
+from mypypi2.snapshot import Representation, names_any
 
 # The longest HTTP-date (RFC 850 form, a long weekday) is 36 characters; anything much
 # longer is not one, and is neither parsed nor memoized.
@@ -24,7 +24,7 @@ def etag_matches(request: Request, etag: str) -> bool:
     header = request.headers.get("if-none-match")
     if not header:
         return False
-    return any(tag.strip().removeprefix("W/") in ("*", etag) for tag in header.split(","))
+    return names_any(header, (etag,))
 
 
 def page_not_modified(
