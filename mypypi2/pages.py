@@ -205,9 +205,9 @@ class Pages:
             self._database_down = True
             log.warning("serving held pages stale, failing the others: %s", exc)
         held = self.cache.get(kind.key)
-        if held is None or self._clock() >= _stale_until(kind, held.found, held.checked_at):
-            raise exc
         now = self._clock()
+        if held is None or now >= _stale_until(kind, held.found, held.checked_at):
+            raise exc
         if now >= held.fresh_until:
             held.stale = STALE_DATABASE
             held.fresh_until = now + DATABASE_RETRY_SECONDS
