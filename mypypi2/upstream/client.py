@@ -41,6 +41,8 @@ from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinf
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What `_get` fetches: both carry the serial the upstream put into the page (PEP 691 meta).
+_Model = TypeVar("_Model", ProjectPage, ProjectList)
 
 # JSON first: it carries sizes and upload times that HTML cannot (PEP 700).
 ACCEPT = (
@@ -78,7 +80,7 @@ class UpstreamBody(msgspec.Struct, frozen=True):
 
 
 # What turns a page response into a model: (response, content type, final URL) -> model.
-_Consume = Callable[[aiohttp.ClientResponse, str, str], Awaitable[T]]
+_Consume = Callable[[aiohttp.ClientResponse, str, str], Awaitable[_Model]]
 
 
 class UpstreamClient:
@@ -172,8 +174,8 @@ class UpstreamClient:
         return await self._get(url, known, consume)
 
     async def _get(
-        self, url: str, known: Validators | None, consume: _Consume[T]
-    ) -> Fetched[T] | NotModified:
+        self, url: str, known: Validators | None, consume: _Consume[_Model]
+    ) -> Fetched[_Model] | NotModified:
         headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
         etag = _validator(known.etag if known is not None else None)
         if etag is not None:
@@ -193,7 +195,7 @@ class UpstreamClient:
                 model = await consume(response, content_type, str(response.url))
         serial = validators.last_serial
         if serial is None:
-            serial = serial_from(getattr(model, "last_serial", None))
+            serial = serial_from(model.last_serial)
         return Fetched(model, msgspec.structs.replace(validators, last_serial=serial))
 
     @asynccontextmanager
