@@ -16,6 +16,7 @@ from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.negotiate import JSON_V1
 from mypypi2.queries import Executor, PageState, Validators, project_lists, projects
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
+from mypypi2.upstream.urls import redact_url, split_userinfo
 
 M = TypeVar("M", ProjectPage, ProjectList)
 # Not-found rows whose negative TTL ended longer ago than this are deleted, a few at a time
@@ -26,7 +27,7 @@ NOT_FOUND_DELETED_AT_ONCE = 100
 
 class Kind(Protocol[M]):
     key: tuple[str, str]  # (repository, project name or "" for the list)
-    url: str  # what the upstream is asked, for error messages
+    url: str  # what the upstream is asked, as errors show it (no secrets)
     ttl: float
     repository: RepositoryConfig
 
@@ -55,7 +56,7 @@ class ProjectPageKind:
         self, repository: RepositoryConfig, name: str, client: UpstreamClient, base_url: str
     ) -> None:
         self.key = (repository.name, name)
-        self.url = f"{repository.upstream.rstrip('/')}/{name}/"
+        self.url = _shown_url(repository, f"{name}/")
         self.ttl = repository.ttl
         self.repository = repository
         self._repository = repository.name
@@ -108,7 +109,7 @@ class ProjectPageKind:
 class ProjectListKind:
     def __init__(self, repository: RepositoryConfig, client: UpstreamClient, base_url: str) -> None:
         self.key = (repository.name, "")
-        self.url = f"{repository.upstream.rstrip('/')}/"
+        self.url = _shown_url(repository, "")
         self.ttl = repository.list_ttl
         self.repository = repository
         self._repository = repository.name
@@ -152,3 +153,10 @@ class ProjectListKind:
             return render.index_html(model, self._projects_prefix)
 
         return render_as
+
+
+def _shown_url(repository: RepositoryConfig, path: str) -> str:
+    """The URL asked for `path`, as the upstream client shows it in its own errors: an error
+    body goes to every client, and the upstream URL's userinfo is a credential."""
+    base, _userinfo = split_userinfo(repository.upstream.rstrip("/") + "/")
+    return redact_url(base + path)

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from multidict import CIMultiDictProxy
 
+from mypypi2.config import RepositoryConfig
 from mypypi2.page_kinds import NOT_FOUND_DELETED_AT_ONCE, NOT_FOUND_KEPT_SECONDS
 from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.conftest import Clock, StartCache, repository
@@ -95,6 +96,24 @@ async def test_a_page_postgresql_refuses_serves_the_stale_copy(
     assert "cannot store the page" in body.decode()
     assert headers["Cache-Control"] == "no-store"
     assert await admin.fetchval("SELECT count(*) FROM projects WHERE name = 'cold'") == 0
+
+
+async def test_a_page_postgresql_refuses_never_shows_the_upstream_credentials(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    admin: asyncpg.Connection,
+    http: aiohttp.ClientSession,
+) -> None:
+    await admin.execute(REFUSALS["check-violation"])
+    upstream.add(UpstreamProject("cold", [UpstreamFile("cold-1.0.refused.tar.gz")]))
+    with_userinfo = f"http://reader:s3cret@127.0.0.1:{upstream.port}/simple/"
+    cache = await start_cache(RepositoryConfig(name="pypi", upstream=with_userinfo))
+
+    status, _, body = await get(http, f"{cache.url}/pypi/simple/cold/")
+
+    assert status == 502, body
+    assert "s3cret" not in body.decode()
+    assert f"upstream http://127.0.0.1:{upstream.port}/simple/cold/: cannot store" in body.decode()
 
 
 def _page(files: object, **meta: object) -> bytes:
