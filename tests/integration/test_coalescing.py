@@ -18,8 +18,6 @@ from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamPro
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
 FILES = [UpstreamFile("demo-1.0.tar.gz", b"one"), UpstreamFile("demo-1.1.tar.gz", b"two")]
-# Long enough for every concurrent request to arrive while the first one is still upstream.
-UPSTREAM_DELAY = 0.3
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str | None, bytes]:
@@ -71,6 +69,31 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+async def get_many_held(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    in_flight: InFlight,
+    gate: asyncio.Event,
+    upstream: LocalUpstream,
+    path: str,
+    hits: int,
+) -> list[tuple[int, str | None, bytes]]:
+    """`get_many`, with the upstream's answer held (`gate`) until every request has reached
+    the cache and the upstream has been asked `hits` times in all: a condition, where a
+    delay would have to guess how long 50 requests take to arrive on a busy machine."""
+    requests = asyncio.ensure_future(get_many(http, urls))
+
+    async def every_request_waits() -> bool:
+        return in_flight.count == len(urls) and upstream.hits[path] == hits
+
+    try:
+        await eventually(every_request_waits, f"all {len(urls)} requests wait on the upstream")
+    finally:
+        gate.set()
+        answers = await requests
+    return answers
+
+
 @pytest.mark.parametrize(("path", "url_path"), [(PATH, "demo/"), ("/simple/", "")])
 async def test_concurrent_cold_misses_cost_one_upstream_request(
     start_cache: StartCache,
@@ -80,10 +103,13 @@ async def test_concurrent_cold_misses_cost_one_upstream_request(
     url_path: str,
 ) -> None:
     upstream.add(UpstreamProject("demo", FILES))
-    upstream.fail(path, Fault(delay=UPSTREAM_DELAY))
-    cache = await start_cache()
+    gate = asyncio.Event()
+    upstream.fail(path, Fault(gate=gate))
+    in_flight = InFlight()
+    cache = await start_cache(wrap=in_flight.wrap)
+    urls = [f"{cache.url}/pypi/simple/{url_path}"] * 50
 
-    answers = await get_many(http, [f"{cache.url}/pypi/simple/{url_path}"] * 50)
+    answers = await get_many_held(http, urls, in_flight, gate, upstream, path, hits=1)
 
     body = assert_identical_200s(answers, 50)
     assert b"demo" in body
@@ -163,8 +189,11 @@ async def test_concurrent_revalidation_after_ttl_is_one_conditional_request(
 ) -> None:
     upstream.add(UpstreamProject("demo", FILES))
     clock = Clock()
+    in_flight = InFlight()
     cache = await start_cache(
-        repository("pypi", upstream, ttl=60, list_ttl=60, stale_while_revalidate=0), clock=clock
+        repository("pypi", upstream, ttl=60, list_ttl=60, stale_while_revalidate=0),
+        clock=clock,
+        wrap=in_flight.wrap,
     )
     url = f"{cache.url}/pypi/simple/{url_path}"
     status, etag, body = await get(http, url)
@@ -177,8 +206,9 @@ async def test_concurrent_revalidation_after_ttl_is_one_conditional_request(
     assert upstream.hits[path] == 1
 
     clock.advance(2)
-    upstream.fail(path, Fault(delay=UPSTREAM_DELAY))
-    answers = await get_many(http, [url] * 50)
+    gate = asyncio.Event()
+    upstream.fail(path, Fault(gate=gate))
+    answers = await get_many_held(http, [url] * 50, in_flight, gate, upstream, path, hits=2)
 
     assert assert_identical_200s(answers, 50) == body
     assert {answer_etag for _, answer_etag, _ in answers} == {etag}
