@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mypypi2 import download as download_module
 from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
+from mypypi2.queries import files as files_queries
 from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
 from tests.conftest import Clock, RunningCache, StartCache, repository
@@ -511,6 +512,7 @@ async def test_a_follower_waits_for_its_attempt_not_an_older_failure(
     http: aiohttp.ClientSession,
     db: asyncpg.Connection,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     upstream.add(UpstreamProject("demo", [SDIST]))
     store = disk_store(tmp_path)
@@ -530,10 +532,26 @@ async def test_a_follower_waits_for_its_attempt_not_an_older_failure(
         return upstream.hits[upstream_path(SDIST)] == 2
 
     await eventually(leader_asked, "the new leader waits for the upstream")
+    # Only followers read the download's row (a leader knows its own state).
+    looks = 0
+    get_download = files_queries.get_download
+
+    async def counted(*args: Any) -> files_queries.DownloadRow | None:
+        nonlocal looks
+        looks += 1
+        return await get_download(*args)
+
+    monkeypatch.setattr(files_queries, "get_download", counted)
     following = asyncio.create_task(receive(http, second.url + our_path(SDIST)))
-    # Time for a follower misled by the old row to answer at once (it would fail here).
-    await asyncio.wait({following}, timeout=1.0)
-    gate.set()
+
+    # A follower misled by the old row fails at its first look; ours looks again and again.
+    async def follower_keeps_waiting() -> bool:
+        return looks >= 3 and not following.done()
+
+    try:
+        await eventually(follower_keeps_waiting, "the follower waits for the new attempt")
+    finally:
+        gate.set()
     led, followed = await leading, await following
 
     assert (led.status, led.error, led.body) == (200, None, SDIST.content)
