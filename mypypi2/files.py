@@ -64,6 +64,16 @@ class Metadata:
 
 
 @dataclass(frozen=True, slots=True)
+class WarmFile:
+    """A stored file this worker knows of, and where the warm path sends it from."""
+
+    stored: StoredFile
+    # The object as a local file (a disk store), found once: the warm path needs it on
+    # every request, and building it again would cost more than the stat it gets.
+    path: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PendingFile:
     """A file the store does not have yet: what is known before downloading it."""
 
@@ -91,7 +101,7 @@ class Files:
         self._fetching_metadata = Coalescer[int, bytes]()
         # Stored files and metadata never change: this worker remembers them, keyed by
         # (repository, project, filename), without asking the database again.
-        self._stored: LRU[tuple[str, str, str], StoredFile] = LRU(cache_entries)
+        self._stored: LRU[tuple[str, str, str], WarmFile] = LRU(cache_entries)
         self._metadata: LRU[tuple[str, str, str], Metadata] = LRU(cache_entries)
 
     @property
@@ -104,7 +114,7 @@ class Files:
             self._stored.drop(lambda key: purged.covers(key[0], key[1]))
             self._metadata.drop(lambda key: purged.covers(key[0], key[1]))
 
-    def warm(self, repository: str, project: str, filename: str) -> StoredFile | None:
+    def warm(self, repository: str, project: str, filename: str) -> WarmFile | None:
         """The file when this worker already knows it is stored, else None (then `find`)."""
         return self._stored.get((repository, project, filename))
 
@@ -115,16 +125,17 @@ class Files:
     async def find(self, repository: str, project: str, filename: str) -> StoredFile | PendingFile:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
         cache_key = (repository, project, filename)
-        stored = self._stored.get(cache_key)
-        if stored is not None:
-            return stored
+        known = self._stored.get(cache_key)
+        if known is not None:
+            return known.stored
         row = await self._row(repository, project, filename)
         if row.stored_key is None:
             return self._pending(repository, project, row)
         stored = stored_file(row)
         if not await self._storage.exists(stored.key):
             return await self.lost(repository, project, stored)
-        self._stored.put(cache_key, stored)
+        path = self._storage.local_path(stored.key)
+        self._stored.put(cache_key, WarmFile(stored, None if path is None else str(path)))
         return stored
 
     async def lost(self, repository: str, project: str, stored: StoredFile) -> PendingFile:

@@ -101,17 +101,19 @@ async def _file(
         return await _metadata(files, repository, project, filename, scope, send)
     if "http.response.pathsend" not in scope.get("extensions", {}):
         return False  # no zero-copy from this server: FileResponse streams it
-    stored = files.warm(repository, project, filename)
-    if stored is None:
-        return False
+    known = files.warm(repository, project, filename)
+    if known is None or known.path is None:
+        return False  # not stored, or not on disk (S3: the route redirects or streams through)
     headers = _headers(scope["headers"])
     if b"range" in headers or b"if-none-match" in headers or b"if-modified-since" in headers:
         return False
-    path = files.storage.local_path(stored.key)
-    if path is None:
-        return False  # S3: the route redirects or streams through
-    if not os.path.isfile(path):  # noqa: ASYNC240 - one stat, of an inode in memory
-        return False  # lost by the store: the route fetches it again
+    # Lost by the store: the route fetches it again. The one system call per request here:
+    # a server that offers pathsend opens the file only once this has returned, and answers
+    # one it cannot open with a 404 we never hear of (granian 2.x), so only a look before
+    # can tell. An inode the page cache holds makes it cheap.
+    if not os.path.isfile(known.path):  # noqa: ASYNC240
+        return False
+    stored = known.stored
     response_headers = [
         *_FILE_HEADERS,
         (b"etag", f'"{stored.sha256}"'.encode()),
@@ -120,7 +122,7 @@ async def _file(
     if stored.last_modified is not None:
         response_headers.append((b"last-modified", stored.last_modified.encode()))
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-    await send({"type": "http.response.pathsend", "path": str(path)})
+    await send({"type": "http.response.pathsend", "path": known.path})
     return True
 
 
