@@ -22,6 +22,7 @@ import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import Generic, TypeVar
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -139,12 +140,9 @@ class UpstreamClient:
             response: aiohttp.ClientResponse, content_type: str, final_url: str
         ) -> ProjectPage:
             body = b"".join([piece async for piece in _expanded(response, url, limit)])
-            with _parsing(url):
-                if len(body) > _PARSE_IN_THREAD_ABOVE:
-                    return await asyncio.to_thread(
-                        parse_project_page, body, content_type, final_url, project
-                    )
-                return parse_project_page(body, content_type, final_url, project)
+            return await _parse(
+                url, len(body), lambda: parse_project_page(body, content_type, final_url, project)
+            )
 
         return await self._get(url, known, consume)
 
@@ -160,16 +158,9 @@ class UpstreamClient:
                 parser = ProjectListParser(content_type)
             fed = 0
             async for piece in _expanded(response, url, limit):
-                with _parsing(url):
-                    if fed > _PARSE_IN_THREAD_ABOVE:
-                        await asyncio.to_thread(parser.feed, piece)
-                    else:
-                        parser.feed(piece)
+                await _parse(url, fed, partial(parser.feed, piece))
                 fed += len(piece)
-            with _parsing(url):
-                if fed > _PARSE_IN_THREAD_ABOVE:
-                    return await asyncio.to_thread(parser.close)
-                return parser.close()
+            return await _parse(url, fed, parser.close)
 
         return await self._get(url, known, consume)
 
@@ -289,6 +280,14 @@ def _translated(url: str) -> Iterator[None]:
         if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, HostRefused):
             raise UpstreamError(shown, exc.os_error.reason) from exc
         raise UpstreamError(shown, _reason(f"{type(exc).__name__}: {exc}")) from exc
+
+
+async def _parse(url: str, size: int, parse: Callable[[], T]) -> T:
+    """`parse()` of what `url` sent, off the event loop once `size` bytes make it slow."""
+    with _parsing(url):
+        if size > _PARSE_IN_THREAD_ABOVE:
+            return await asyncio.to_thread(parse)
+        return parse()
 
 
 @contextmanager
