@@ -405,6 +405,47 @@ async def test_a_filename_too_long_for_the_filesystem_is_stored(
     assert store.objects() == [row["stored_key"]]
 
 
+@pytest.mark.parametrize("server_name", SERVERS)
+async def test_an_object_lost_behind_a_warm_worker_is_fetched_again_by_every_server(
+    launch: Launch,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    database: str,
+    tmp_path: Path,
+    server_name: str,
+) -> None:
+    """Under `mypypi2 serve`: granian answers a zero-copy (pathsend) file it cannot open with
+    a 404 the app never hears of, so the warm path must notice the loss before sending."""
+    upstream.add(UpstreamProject("demo", [SDIST]))
+    store = disk_store(tmp_path)
+    write_config(
+        tmp_path,
+        {
+            "data-dir": str(tmp_path / "data"),
+            "database": {"url": database},
+            "storage": {"path": store.config.path},
+            "repositories": [{"name": "pypi", "upstream": upstream.url}],
+        },
+    )
+    server = await launch(tmp_path, clean_environ(), "--workers", "1", "--server", server_name)
+    url = server.url + our_path(SDIST)
+    db = await asyncpg.connect(database)
+    try:
+        assert (await fetch(http, url)).body == SDIST.content  # cold
+        await wait_stored(db, SDIST)
+        for _ in range(2):  # the worker learns it is stored, then answers from memory
+            assert (await fetch(http, url)).body == SDIST.content
+        delete_object(store, store.key(SDIST))
+
+        again = await receive(http, url)
+
+        assert (again.status, again.error, again.body) == (200, None, SDIST.content)
+        await assert_stored(db, store, SDIST)
+    finally:
+        await db.close()
+    assert upstream.hits[upstream_path(SDIST)] == 2
+
+
 # -- 4. no connection held while bytes travel ---------------------------------------------------
 
 
