@@ -64,12 +64,12 @@ class Metadata:
 
 
 @dataclass(frozen=True, slots=True)
-class WarmFile:
-    """A stored file this worker knows of, and where the warm path sends it from."""
+class KnownFile:
+    """A stored file this worker knows of, and where it is sent from."""
 
     stored: StoredFile
-    # The object as a local file (a disk store), found once: the warm path needs it on
-    # every request, and building it again would cost more than the stat it gets.
+    # The object as a local file (a disk store), found once: every request of a stored file
+    # needs it, and building the path again would cost more than the stat it gets.
     path: str | None
 
 
@@ -101,7 +101,7 @@ class Files:
         self._fetching_metadata = Coalescer[int, bytes]()
         # Stored files and metadata never change: this worker remembers them, keyed by
         # (repository, project, filename), without asking the database again.
-        self._stored: LRU[tuple[str, str, str], WarmFile] = LRU(cache_entries)
+        self._stored: LRU[tuple[str, str, str], KnownFile] = LRU(cache_entries)
         self._metadata: LRU[tuple[str, str, str], Metadata] = LRU(cache_entries)
 
     @property
@@ -114,7 +114,7 @@ class Files:
             self._stored.drop(lambda key: purged.covers(key[0], key[1]))
             self._metadata.drop(lambda key: purged.covers(key[0], key[1]))
 
-    def warm(self, repository: str, project: str, filename: str) -> WarmFile | None:
+    def warm(self, repository: str, project: str, filename: str) -> KnownFile | None:
         """The file when this worker already knows it is stored, else None (then `find`)."""
         return self._stored.get((repository, project, filename))
 
@@ -122,12 +122,12 @@ class Files:
         """A file's metadata when this worker holds it, else None (then `metadata`)."""
         return self._metadata.get((repository, project, filename))
 
-    async def find(self, repository: str, project: str, filename: str) -> StoredFile | PendingFile:
+    async def find(self, repository: str, project: str, filename: str) -> KnownFile | PendingFile:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
         cache_key = (repository, project, filename)
         known = self._stored.get(cache_key)
         if known is not None:
-            return known.stored
+            return known
         row = await self._row(repository, project, filename)
         if row.stored_key is None:
             return self._pending(repository, project, row)
@@ -135,8 +135,9 @@ class Files:
         if not await self._storage.exists(stored.key):
             return await self.lost(repository, project, stored)
         path = self._storage.local_path(stored.key)
-        self._stored.put(cache_key, WarmFile(stored, None if path is None else str(path)))
-        return stored
+        known = KnownFile(stored, None if path is None else str(path))
+        self._stored.put(cache_key, known)
+        return known
 
     async def lost(self, repository: str, project: str, stored: StoredFile) -> PendingFile:
         """The store no longer has `stored`: let go of it, so that it is fetched again."""

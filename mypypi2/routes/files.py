@@ -10,7 +10,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from mypypi2.files import METADATA_SUFFIX, Files, PendingFile
+from mypypi2.files import METADATA_SUFFIX, Files, KnownFile, PendingFile
 from mypypi2.routes.conditional import etag_matches, http_date
 from mypypi2.storage import StoredFile
 
@@ -32,24 +32,24 @@ async def file(request: Request) -> Response:
     if filename.endswith(METADATA_SUFFIX):
         return await _metadata(request, files, repository, project, filename)
     found = await files.find(repository, project, filename)
-    if isinstance(found, StoredFile):
+    if isinstance(found, KnownFile):
         response = await _stored(request, files, found)
         if response is not None:
             return response
-        found = await files.lost(repository, project, found)
+        found = await files.lost(repository, project, found.stored)
     return await _pending(request, files, repository, found)
 
 
-async def _stored(request: Request, files: Files, stored: StoredFile) -> Response | None:
+async def _stored(request: Request, files: Files, known: KnownFile) -> Response | None:
     """The stored file's answer; None when the store turns out to have lost it."""
+    stored, path = known.stored, known.path
     headers = {"ETag": f'"{stored.sha256}"', "Cache-Control": IMMUTABLE}
     if stored.last_modified is not None:
         headers["Last-Modified"] = stored.last_modified
     if _not_modified(request, stored, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    storage = files.storage
     # A presigned URL is signed for one method (GET): HEAD is answered here, from the row.
-    redirect = None if request.method == "HEAD" else await storage.redirect(stored.key)
+    redirect = None if request.method == "HEAD" else await files.storage.redirect(stored.key)
     if redirect is not None:
         return RedirectResponse(redirect.url, status_code=redirect.status, headers=headers)
     headers["Accept-Ranges"] = "bytes"
@@ -59,7 +59,6 @@ async def _stored(request: Request, files: Files, stored: StoredFile) -> Respons
     if requested == _UNSATISFIABLE:
         headers["Content-Range"] = f"bytes */{stored.size}"
         return Response(status_code=416, headers=headers)
-    path = storage.local_path(stored.key)
     if requested is None and path is not None:
         # Zero-copy (`http.response.pathsend`) and HEAD come with FileResponse. The stat is
         # ours: FileResponse would hop to a thread for it, which costs more than the stat of
