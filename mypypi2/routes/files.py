@@ -24,6 +24,12 @@ _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)
 _UNSATISFIABLE = (-1, -1)
 
 
+def etag_of(sha256: str) -> str:
+    """The ETag of bytes with this digest, in every answer that carries them (warm.py too):
+    a file or metadata body pending, stored or redirected to is validated the same way."""
+    return f'"{sha256}"'
+
+
 async def file(request: Request) -> Response:
     repository = request.path_params["repo"]
     project = request.path_params["project"]
@@ -43,7 +49,7 @@ async def file(request: Request) -> Response:
 async def _stored(request: Request, files: Files, known: KnownFile) -> Response | None:
     """The stored file's answer; None when the store turns out to have lost it."""
     stored, path = known.stored, known.path
-    headers = {"ETag": f'"{stored.sha256}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": etag_of(stored.sha256), "Cache-Control": IMMUTABLE}
     if stored.last_modified is not None:
         headers["Last-Modified"] = stored.last_modified
     if _not_modified(request, stored, headers["ETag"]):
@@ -119,7 +125,7 @@ async def _pending(
     headers = {"Cache-Control": IMMUTABLE}
     sha256 = pending.row.hashes.get("sha256")
     if sha256 is not None:
-        headers["ETag"] = f'"{sha256}"'
+        headers["ETag"] = etag_of(sha256)
         if etag_matches(request, headers["ETag"]):
             return Response(status_code=304, headers=headers)
     if request.method == "HEAD":
@@ -141,7 +147,7 @@ async def _metadata(
 ) -> Response:
     distribution = filename.removesuffix(METADATA_SUFFIX)
     metadata = await files.metadata(repository, project, distribution)
-    headers = {"ETag": f'"{metadata.sha256}"', "Cache-Control": IMMUTABLE}
+    headers = {"ETag": etag_of(metadata.sha256), "Cache-Control": IMMUTABLE}
     if etag_matches(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return Response(metadata.body, headers=headers, media_type=OCTETS)

@@ -20,7 +20,7 @@ from mypypi2.files import METADATA_SUFFIX, Files
 from mypypi2.negotiate import choose_encoding, negotiate
 from mypypi2.pages import Pages
 from mypypi2.routes.conditional import page_not_modified
-from mypypi2.routes.files import IMMUTABLE, OCTETS
+from mypypi2.routes.files import IMMUTABLE, OCTETS, etag_of
 
 # As routes/files.py answers.
 _METADATA_HEADERS = [
@@ -116,7 +116,7 @@ async def _file(
     stored = known.stored
     response_headers = [
         *_FILE_HEADERS,
-        (b"etag", f'"{stored.sha256}"'.encode()),
+        (b"etag", etag_of(stored.sha256).encode()),
         (b"content-length", str(stored.size).encode()),
     ]
     if stored.last_modified is not None:
@@ -134,7 +134,7 @@ async def _metadata(
         return False
     response_headers = [
         *_METADATA_HEADERS,
-        (b"etag", f'"{metadata.sha256}"'.encode()),
+        (b"etag", etag_of(metadata.sha256).encode()),
         (b"content-length", str(len(metadata.body)).encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
