@@ -189,11 +189,7 @@ class Files:
     async def stream(
         self, repository: str, pending: PendingFile
     ) -> tuple[int | None, AsyncIterator[bytes]]:
-        """Join (or start) the one download of a file; returns its length and a reader.
-
-        Raises before any byte when the upstream refuses the file; after that, a failed
-        download makes the reader raise, which cuts the client's response short.
-        """
+        """Join (or start) the one download of a file: see `Downloads.stream`."""
         return await self._downloads.stream(repository, pending.row)
 
     async def metadata(self, repository: str, project: str, filename: str) -> Metadata:
