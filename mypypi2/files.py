@@ -43,15 +43,13 @@ from mypypi2.queries.notifications import Purged
 from mypypi2.storage import Storage, StoredFile
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
+from mypypi2.upstream.parse_rules import MAX_FILENAME_BYTES
 from mypypi2.upstream.urls import redact_url
 
 log = logging.getLogger(__name__)
 
 METADATA_SUFFIX = ".metadata"
 MAX_METADATA_BYTES = 16 * 1024 * 1024
-# Far longer than any real distribution filename; longer ones are refused before any
-# lookup (and could not even be indexed by PostgreSQL past ~2.7 kB).
-MAX_FILENAME_LENGTH = 512
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -168,7 +166,8 @@ class Files:
         if (
             repository not in self._clients
             or names.canonical_name(project) != project
-            or len(filename) > MAX_FILENAME_LENGTH
+            # No page lists a longer name (in bytes, which are never fewer than characters).
+            or len(filename) > MAX_FILENAME_BYTES
             or not names.is_safe_filename(filename)
             or _CONTROL_CHARACTER.search(filename) is not None
         ):
