@@ -9,34 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from starlette.types import ASGIApp
 
 from mypypi2 import db, embedded
-from mypypi2.app import create_app
 from mypypi2.config import Config, RepositoryConfig, ServerConfig, StorageConfig
 from mypypi2.pages import Clock as ClockFunction
 from tests.clients import APP_WHEEL, LIB_OLD_SDIST, LIB_SDIST, LIB_WHEEL, TOOL_SDIST, ProxyTrap
 from tests.local_upstream import LocalUpstream, UpstreamProject
+from tests.support.cache import RunningCache, StartCache, repository
+from tests.support.database import scratch_database, with_database
 
 _TEMPLATE = f"mypypi2_template_{os.getpid()}"
-
-
-def with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 @pytest.fixture(scope="session")
@@ -70,26 +61,6 @@ def postgres_dsn() -> Iterator[str]:
     asyncio.run(drop_template())
 
 
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@asynccontextmanager
-async def scratch_database(postgres_dsn: str, template: str | None) -> AsyncIterator[str]:
-    """A database of its own for one test (a clone of `template`), dropped afterwards."""
-    name = f"mypypi2_test_{uuid.uuid4().hex[:12]}"
-    clone = f' TEMPLATE "{template}"' if template else ""
-    await _admin(postgres_dsn, f'CREATE DATABASE "{name}"{clone}')
-    try:
-        yield with_database(postgres_dsn, name)
-    finally:
-        await _admin(postgres_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 async def database(postgres_dsn: str) -> AsyncIterator[str]:
     """The DSN of a fresh, migrated database for this test alone."""
@@ -105,83 +76,11 @@ async def upstream() -> AsyncIterator[LocalUpstream]:
     await server.stop()
 
 
-class Clock:
-    """The cache's clock, moved by the test instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the tests; its default pool (100) keeps 50 requests in flight."""
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class RunningCache:
-    """mypypi2 served by hypercorn on a loopback port, inside the test's event loop."""
-
-    def __init__(
-        self,
-        config: Config,
-        dsn: str,
-        clock: ClockFunction | None,
-        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
-    ) -> None:
-        self.config = config
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        app: ASGIApp = create_app(config, dsn, **({"clock": clock} if clock else {}))
-        # `wrap` puts test middleware (a recorder, a spy) around the app.
-        self._app = wrap(app) if wrap is not None else app
-        self._shutdown = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        hypercorn_config = HypercornConfig()
-        hypercorn_config.bind = [f"127.0.0.1:{self.port}"]
-        hypercorn_config.accesslog = None
-        hypercorn_config.errorlog = None
-        self._task = asyncio.create_task(
-            serve(self._app, hypercorn_config, shutdown_trigger=self._shutdown.wait)  # type: ignore[arg-type]
-        )
-        for _ in range(200):
-            try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.02)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
-        raise RuntimeError("the cache did not start listening")
-
-    async def stop(self) -> None:
-        self._shutdown.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-
-
-StartCache = Callable[..., Awaitable[RunningCache]]
-
-
-def repository(name: str, upstream: LocalUpstream, **options: object) -> RepositoryConfig:
-    return RepositoryConfig(name=name, upstream=upstream.url, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture

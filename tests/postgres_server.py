@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.cache import free_port
 
 with warnings.catch_warnings():
     # The library picks a lock directory at import and warns when XDG_RUNTIME_DIR is unset.

@@ -28,8 +28,9 @@ import tomli_w
 
 from mypypi2 import config
 from mypypi2.config import Config
-from tests.conftest import free_port, scratch_database
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import free_port
+from tests.support.database import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON_V1 = "application/vnd.pypi.simple.v1+json"

@@ -35,8 +35,8 @@ from tests.clients import (
     new_venv,
     run,
 )
-from tests.conftest import Clock, RunningCache, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, RunningCache, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"

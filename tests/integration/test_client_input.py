@@ -22,8 +22,8 @@ from multidict import CIMultiDictProxy
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mypypi2.routes.warm import WarmPath
-from tests.conftest import RunningCache, StartCache
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import RunningCache, StartCache
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 # Enough files for the page to be worth compressing, so Accept-Encoding is read too.

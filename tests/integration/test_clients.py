@@ -28,8 +28,8 @@ from tests.clients import (
     file_hits,
     isolated_env,
 )
-from tests.conftest import RunningCache, StartCache
 from tests.local_upstream import LocalUpstream
+from tests.support.cache import RunningCache, StartCache
 
 
 @pytest.fixture(params=["disk", "s3"])

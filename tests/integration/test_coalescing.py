@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"

@@ -14,8 +14,8 @@ import aiohttp
 import pypi_simple
 import pytest
 
-from tests.conftest import RunningCache, StartCache, repository
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import RunningCache, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"

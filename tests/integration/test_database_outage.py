@@ -27,9 +27,10 @@ from mypypi2.config import Config, DatabaseConfig, RepositoryConfig
 from mypypi2.db import KeptConnection
 from mypypi2.pages import DATABASE_RETRY_SECONDS, Pages
 from mypypi2.queries.notifications import Purged, notify_purged
-from tests.conftest import Clock, RunningCache, repository, scratch_database
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.postgres_server import PostgresServer
+from tests.support.cache import Clock, RunningCache, repository
+from tests.support.database import scratch_database
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 STALE = "X-Mypypi2-Stale"

@@ -39,7 +39,6 @@ from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
 from mypypi2.queries import files as files_queries
 from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
-from tests.conftest import Clock, RunningCache, StartCache, repository
 from tests.integration.test_cli import Launch, clean_environ, write_config
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.integration.test_files import (
@@ -59,6 +58,7 @@ from tests.integration.test_files import (
     wait_stored,
 )
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, RunningCache, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIZE = len(SDIST.content)

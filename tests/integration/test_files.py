@@ -29,8 +29,8 @@ from multidict import CIMultiDictProxy
 from mypypi2.config import StorageConfig
 from mypypi2.queries import projects as projects_queries
 from tests import dists
-from tests.conftest import StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 MIB = 1024 * 1024

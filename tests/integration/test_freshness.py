@@ -30,7 +30,6 @@ from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, notify_purged
 from mypypi2.storage import storage_key
 from tests import dists
-from tests.conftest import Clock, RunningCache, StartCache, repository
 from tests.local_upstream import (
     Fault,
     LocalUpstream,
@@ -38,6 +37,7 @@ from tests.local_upstream import (
     UpstreamProject,
     _json_page,
 )
+from tests.support.cache import Clock, RunningCache, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"

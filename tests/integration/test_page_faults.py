@@ -19,8 +19,8 @@ from multidict import CIMultiDictProxy
 from mypypi2.config import RepositoryConfig
 from mypypi2.page_kinds import NOT_FOUND_DELETED_AT_ONCE, NOT_FOUND_KEPT_SECONDS
 from mypypi2.pages import ERROR_RETRY_SECONDS
-from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"

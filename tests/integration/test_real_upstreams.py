@@ -33,9 +33,9 @@ from tests.clients import (
     assert_installed,
     isolated_env,
 )
-from tests.conftest import RunningCache, StartCache
 from tests.local_upstream import JSON_V1, LocalUpstream
 from tests.peers import PEERS, Peer, peers_bin, tree
+from tests.support.cache import RunningCache, StartCache
 
 __all__ = ["peers_bin"]  # a fixture, used by name
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.clients import ProxyTrap, isolated_env, new_venv, run
-from tests.conftest import Clock, StartCache, repository
 from tests.dists import wheel
 from tests.local_upstream import LocalUpstream, UpstreamProject
+from tests.support.cache import Clock, StartCache, repository
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,8 +7,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGES = ["/pypi/simple/demo/", "/pypi/simple/"]

@@ -22,7 +22,6 @@ import aiohttp
 import pytest
 
 from mypypi2.config import SERVERS
-from tests.conftest import free_port, with_database
 from tests.integration.test_cli import (
     Launch,
     Server,
@@ -34,6 +33,8 @@ from tests.integration.test_cli import (
 )
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream
+from tests.support.cache import free_port
+from tests.support.database import with_database
 
 # Bounds on waiting, not assertions on speed.
 POLLS = 600  # x 0.1 s

@@ -18,8 +18,8 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from mypypi2.pages import ERROR_RETRY_SECONDS
-from tests.conftest import Clock, StartCache, free_port, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, StartCache, free_port, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"

@@ -27,8 +27,8 @@ from mypypi2.errors import UpstreamError, UpstreamTimeout
 from mypypi2.upstream import hosts
 from mypypi2.upstream.client import Fetched, UpstreamClient
 from tests import fake_dns
-from tests.conftest import Clock, StartCache, repository
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject, _json_page
+from tests.support.cache import Clock, StartCache, repository
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGE = "/simple/demo/"
