@@ -31,6 +31,7 @@ from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamPro
 from tests.postgres_server import PostgresServer
 from tests.support.cache import Clock, RunningCache, repository
 from tests.support.database import scratch_database
+from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 STALE = "X-Mypypi2-Stale"
@@ -106,15 +107,6 @@ async def launch(
     yield start
     for instance in running:
         await instance.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait until `check()` holds (a condition, not a duration, is what the test asserts)."""
-    for _ in range(1000):
-        if await check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def send_purge(dsn: str, name: str) -> None:

@@ -48,7 +48,6 @@ from tests.integration.test_files import (
     assert_stored,
     content,
     disk_store,
-    eventually,
     fetch,
     file_row,
     our_path,
@@ -59,6 +58,7 @@ from tests.integration.test_files import (
 )
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, RunningCache, StartCache, repository
+from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIZE = len(SDIST.content)

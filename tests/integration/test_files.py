@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from mypypi2.queries import projects as projects_queries
 from tests import dists
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import StartCache, repository
+from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 MIB = 1024 * 1024
@@ -218,15 +219,6 @@ async def raw_get(port: int, target: str) -> tuple[int, bytes]:
         writer.close()
         await writer.wait_closed()
     return int(answer.split(b" ", 2)[1]), answer
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait until `check()` holds (a condition, not a duration, is what the test asserts)."""
-    for _ in range(1000):
-        if await check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 # -- the database ---------------------------------------------------------------------------

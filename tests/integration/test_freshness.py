@@ -38,6 +38,7 @@ from tests.local_upstream import (
     _json_page,
 )
 from tests.support.cache import Clock, RunningCache, StartCache, repository
+from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
@@ -69,15 +70,6 @@ async def get(
 
 async def get_many(http: aiohttp.ClientSession, url: str, count: int) -> list[Answer]:
     return list(await asyncio.gather(*(get(http, url) for _ in range(count))))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait until `check()` holds (a condition, not a duration, is what the test asserts)."""
-    for _ in range(1000):
-        if await check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def project_row(dsn: str, name: str = "demo") -> Any:

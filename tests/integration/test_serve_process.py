@@ -33,6 +33,7 @@ from tests.integration.test_cli import (
 )
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream
+from tests.support import waiting
 from tests.support.cache import free_port
 from tests.support.database import with_database
 
@@ -98,11 +99,8 @@ def workers(server: Server) -> list[int]:
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(POLLS):
-        if condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
+    """The shared wait, at this module's slower pace: workers take seconds to start."""
+    await waiting.eventually(condition, what, polls=POLLS, interval=0.1)
 
 
 # --- a dead worker is replaced ---------------------------------------------------------

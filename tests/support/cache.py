@@ -13,7 +13,6 @@ from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
 from mypypi2.config import Config, RepositoryConfig
-from mypypi2.pages import Clock as ClockFunction
 from tests.local_upstream import LocalUpstream
 
 
@@ -44,7 +43,7 @@ class RunningCache:
         self,
         config: Config,
         dsn: str,
-        clock: ClockFunction | None,
+        clock: Callable[[], float] | None,  # the app's time source
         wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     ) -> None:
         self.config = config
