@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
+from mypypi2.clock import Clock
 from mypypi2.config import Config, data_dir
 from mypypi2.db import SERVER_OUTAGES, Database, KeptConnection
 from mypypi2.errors import (
@@ -28,7 +29,7 @@ from mypypi2.errors import (
     UpstreamTimeout,
 )
 from mypypi2.files import Files
-from mypypi2.pages import Clock, Pages
+from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple

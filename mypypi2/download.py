@@ -39,8 +39,8 @@ from pathlib import Path
 
 import asyncpg
 
+from mypypi2.clock import Clock
 from mypypi2.errors import UpstreamError, VerificationFailed
-from mypypi2.pages import Clock
 from mypypi2.queries import files as files_queries
 from mypypi2.queries.files import FileRow
 from mypypi2.storage import CHUNK_BYTES, Storage, StoredFile, storage_key

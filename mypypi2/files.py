@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mypypi2 import names
+from mypypi2.clock import Clock
 from mypypi2.download import Downloads, hash_verifiers, stored_file, verify_hashes
 from mypypi2.errors import (
     FileNotFound,
@@ -35,7 +36,7 @@ from mypypi2.errors import (
     UpstreamNotFound,
 )
 from mypypi2.lru import LRU
-from mypypi2.pages import Clock, Pages
+from mypypi2.pages import Pages
 from mypypi2.queries import Executor
 from mypypi2.queries import files as files_queries
 from mypypi2.queries.files import FileRow

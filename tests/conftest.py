@@ -20,8 +20,8 @@ import pytest
 from starlette.types import ASGIApp
 
 from mypypi2 import db, embedded
+from mypypi2.clock import Clock as ClockFunction
 from mypypi2.config import Config, RepositoryConfig, ServerConfig, StorageConfig
-from mypypi2.pages import Clock as ClockFunction
 from tests.clients import APP_WHEEL, LIB_OLD_SDIST, LIB_SDIST, LIB_WHEEL, TOOL_SDIST, ProxyTrap
 from tests.local_upstream import LocalUpstream, UpstreamProject
 from tests.support.cache import RunningCache, StartCache, repository
