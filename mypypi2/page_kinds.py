@@ -1,4 +1,4 @@
-"""What differs between a project page and a project list; pages.py's policy is shared.
+"""What differs between a project page and a project list; the policy is shared.
 
 Each kind knows its rows (queries), its upstream request and its renderings. Neither
 holds a connection: pages.py hands one in for a few statements at a time.

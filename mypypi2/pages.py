@@ -25,6 +25,7 @@ Freshness policy, in the order a request meets it:
 Offline, step 3 never happens: what is stored is served, the rest is not found.
 While PostgreSQL is unreachable, the snapshot a worker holds is served marked stale (within
 the same window); a page it does not hold is DatabaseUnavailable (503), at once.
+Every decision on time is a pure function of freshness.py; this module orchestrates.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import TypeGuard
 
 import msgspec
 
+from mypypi2 import freshness
+from mypypi2.clock import Clock
 from mypypi2.config import RepositoryConfig
 from mypypi2.db import Connection, Database, is_refusal
 from mypypi2.errors import (
@@ -52,6 +55,7 @@ from mypypi2.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
+from mypypi2.freshness import DATABASE_RETRY_SECONDS, ERROR_RETRY_SECONDS
 from mypypi2.lru import LRU
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.page_kinds import Kind, M, ProjectListKind, ProjectPageKind
@@ -63,12 +67,8 @@ from mypypi2.upstream.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]  # seconds since the epoch; tests pass their own
-# After an upstream failure, nobody asks that page's upstream again for this long (capped
-# by the TTL): a stale copy is served meanwhile, or the recorded error answered.
-ERROR_RETRY_SECONDS = 30.0
-# While the database is unreachable, a held snapshot is served this long between attempts.
-DATABASE_RETRY_SECONDS = 1.0
+# The pauses are freshness decisions; they stay importable from here for the tests.
+__all__ = ["DATABASE_RETRY_SECONDS", "ERROR_RETRY_SECONDS", "Pages", "purge"]
 # A refresh's lease on its page, renewed every third of it while the upstream is asked: a
 # crashed holder's page is taken over within this long.
 LEASE_SECONDS = 10.0
@@ -175,7 +175,7 @@ class Pages:
     ) -> Snapshot | None:
         """This worker's snapshot when it may be served as it is (the warm path)."""
         cached = self.cache.get(key)
-        if cached is None or self._clock() >= cached.fresh_until:
+        if cached is None or not freshness.is_fresh(self._clock(), cached.fresh_until):
             return None
         if revalidate and self._forced(config, cached.checked_at):
             return None
@@ -189,7 +189,9 @@ class Pages:
             cached is not None
             and cached.found
             and cached.stale is None
-            and self._clock() < cached.fresh_until + kind.repository.stale_while_revalidate
+            and freshness.may_serve_while_revalidating(
+                self._clock(), cached.fresh_until, kind.repository.stale_while_revalidate
+            )
             and not (revalidate and self._forced(kind.repository, cached.checked_at))
         ):
             self._revalidate_in_background(kind)
@@ -205,12 +207,15 @@ class Pages:
             self._database_down = True
             log.warning("serving held pages stale, failing the others: %s", exc)
         held = self.cache.get(kind.key)
-        now = self._clock()
-        if held is None or now >= _stale_until(kind, held.found, held.checked_at):
+        if held is None:
             raise exc
-        if now >= held.fresh_until:
+        now = self._clock()
+        window = kind.repository.stale_if_error
+        if not freshness.may_serve_on_error(now, held.checked_at, _ttl(kind, held.found), window):
+            raise exc
+        if not freshness.is_fresh(now, held.fresh_until):
             held.stale = STALE_DATABASE
-            held.fresh_until = now + DATABASE_RETRY_SECONDS
+            held.fresh_until = freshness.retry_after_outage(now)
         return held
 
     def _revalidate_in_background(self, kind: Kind[M]) -> None:
@@ -229,10 +234,9 @@ class Pages:
 
     def _forced(self, config: RepositoryConfig, checked_at: float) -> bool:
         """Whether a client's no-cache obliges us to ask the upstream now."""
-        after = config.no_cache_revalidate_after
-        if after < 0 or self._offline:
-            return False
-        return self._clock() >= checked_at + after
+        return freshness.must_revalidate(
+            self._clock(), checked_at, config.no_cache_revalidate_after, self._offline
+        )
 
     async def _resolve(self, kind: Kind[M], revalidate: bool) -> Snapshot:
         holder = uuid.uuid4()
@@ -297,7 +301,7 @@ class Pages:
         retry_at = failure.until.timestamp()
         if held is not None and failure.kind == "not-found":  # fewer 404s than gone-after
             return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
-        if held is not None and self._within_stale_window(kind, held):
+        if held is not None and self._may_serve_on_error(kind, held):
             return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
         raise _failure_error(failure)
 
@@ -309,7 +313,9 @@ class Pages:
         checked_at = state.checked_at.timestamp()
         if state.purged or (revalidate and self._forced(kind.repository, checked_at)):
             return False
-        return self._clock() < checked_at + _ttl(kind, state.found)
+        now = self._clock()
+        ttl = _ttl(kind, state.found)
+        return freshness.is_fresh(now, freshness.serve_until(now, checked_at, ttl, self._offline))
 
     async def _refresh(self, kind: Kind[M], state: PageState | None, holder: uuid.UUID) -> Snapshot:
         """Ask the upstream once, holding the page's lease but no database connection."""
@@ -361,7 +367,9 @@ class Pages:
             try:
                 if isinstance(result, NotModified):
                     await kind.mark_checked(connection, result.validators, now)
-                elif known is not None and _older(result.validators, known):
+                elif known is not None and freshness.is_older(
+                    result.validators.last_serial, known.last_serial
+                ):
                     # A stale CDN edge answered: what we hold is newer, keep it and its
                     # validators (the serial only ever moves forward).
                     log.info("kept %s/%s: upstream sent an older serial", *kind.key)
@@ -390,7 +398,9 @@ class Pages:
     ) -> Snapshot:
         async with self._db.transaction() as connection:
             gone_after = kind.repository.gone_after_404s
-            if held is not None and await kind.record_missing(connection) < gone_after:
+            if held is not None and not freshness.is_gone(
+                await kind.record_missing(connection), gone_after
+            ):
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
                 retry_at = await self._record_failure(connection, kind, holder, exc)
                 return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
@@ -406,7 +416,7 @@ class Pages:
     ) -> Snapshot:
         async with self._db.connection() as connection:
             retry_at = await self._record_failure(connection, kind, holder, exc)
-            if held is not None and self._within_stale_window(kind, held):
+            if held is not None and self._may_serve_on_error(kind, held):
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
                 return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
         raise exc
@@ -420,7 +430,7 @@ class Pages:
     ) -> float:
         """End the lease, leaving `exc` for every process until the pause ends (returned)."""
         now = self._clock()
-        retry_at = now + min(kind.ttl, ERROR_RETRY_SECONDS)
+        retry_at = freshness.retry_after_failure(now, kind.ttl)
         failure = locks.Failure(_datetime(retry_at), _failure_kind(exc), exc.url, exc.reason)
         await locks.record_failure(connection, *kind.key, holder, failure)
         await locks.delete_old(
@@ -428,12 +438,26 @@ class Pages:
         )
         return retry_at
 
-    def _within_stale_window(self, kind: Kind[M], held: PageState) -> bool:
+    def _may_serve_on_error(self, kind: Kind[M], held: PageState) -> bool:
         """Whether the stored copy may still be served stale."""
-        return self._clock() < _stale_until(kind, held.found, held.checked_at.timestamp())
+        checked_at = held.checked_at.timestamp()
+        window = kind.repository.stale_if_error
+        return freshness.may_serve_on_error(
+            self._clock(), checked_at, _ttl(kind, held.found), window
+        )
 
     def _datetime(self) -> dt.datetime:
         return _datetime(self._clock())
+
+    def _fresh_until(
+        self, kind: Kind[M], found: bool, checked_at: float, stale: str | None, retry_at: float
+    ) -> float:
+        """Until when a snapshot is served without reading the page's state again."""
+        ttl = _ttl(kind, found)
+        if stale is not None:
+            window = kind.repository.stale_if_error
+            return freshness.stale_serve_until(retry_at, checked_at, ttl, window)
+        return freshness.serve_until(self._clock(), checked_at, ttl, self._offline)
 
     async def _snapshot(
         self,
@@ -445,13 +469,7 @@ class Pages:
     ) -> Snapshot:
         """This worker's snapshot of `state`; a `stale` one is served until `retry_at`."""
         checked_at = state.checked_at.timestamp()
-        ttl = _ttl(kind, state.found)
-        fresh_until = checked_at + ttl
-        if stale is not None:
-            # Ask again after the pause, and never past the end of the stale-if-error window.
-            fresh_until = min(retry_at, _stale_until(kind, state.found, checked_at))
-        elif self._offline:
-            fresh_until = max(fresh_until, self._clock() + ttl)
+        fresh_until = self._fresh_until(kind, state.found, checked_at, stale, retry_at)
         current = self.cache.get(kind.key)
         if (
             current is not None
@@ -497,15 +515,7 @@ def _datetime(timestamp: float) -> dt.datetime:
 
 
 def _ttl(kind: Kind[M], found: bool) -> float:
-    return kind.ttl if found else kind.repository.negative_ttl
-
-
-def _stale_until(kind: Kind[M], found: bool, checked_at: float) -> float:
-    """The end of the stale-if-error window of a copy last confirmed at `checked_at`."""
-    window = kind.repository.stale_if_error
-    if window == "forever":
-        return float("inf")
-    return checked_at + _ttl(kind, found) + window
+    return freshness.ttl_for(found, kind.ttl, kind.repository.negative_ttl)
 
 
 def _validators(held: PageState | None) -> Validators | None:
@@ -528,12 +538,6 @@ def _failure_error(failure: locks.Failure) -> UpstreamError:
     if failure.kind == "timeout":
         return UpstreamTimeout(failure.url, failure.reason)
     return UpstreamError(failure.url, failure.reason)
-
-
-def _older(received: Validators, known: Validators) -> bool:
-    if received.last_serial is None or known.last_serial is None:
-        return False
-    return received.last_serial < known.last_serial
 
 
 def _content_hash(model: ProjectPage | ProjectList) -> bytes:
