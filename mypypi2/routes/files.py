@@ -12,22 +12,20 @@ from starlette.types import Receive, Scope, Send
 
 from mypypi2.files import METADATA_SUFFIX, Files, KnownFile, PendingFile
 from mypypi2.routes.conditional import etag_matches, http_date
+from mypypi2.routes.headers import (
+    IMMUTABLE,
+    OCTETS,
+    RawResponse,
+    etag_of,
+    metadata_headers,
+    stored_headers,
+)
+from mypypi2.snapshot import RawHeaders
 from mypypi2.storage import StoredFile
 
-# A filename's content never changes (the index forbids re-uploads, and we keep serving the
-# bytes we stored first), so clients and proxies may keep a file forever. The warm path
-# (warm.py) sends these too.
-IMMUTABLE = "public, max-age=31536000, immutable"
-OCTETS = "application/octet-stream"
 # Range units compare case-insensitively (RFC 9110 14.1).
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.IGNORECASE)
 _UNSATISFIABLE = (-1, -1)
-
-
-def etag_of(sha256: str) -> str:
-    """The ETag of bytes with this digest, in every answer that carries them (warm.py too):
-    a file or metadata body pending, stored or redirected to is validated the same way."""
-    return f'"{sha256}"'
 
 
 async def file(request: Request) -> Response:
@@ -49,22 +47,29 @@ async def file(request: Request) -> Response:
 async def _stored(request: Request, files: Files, known: KnownFile) -> Response | None:
     """The stored file's answer; None when the store turns out to have lost it."""
     stored, path = known.stored, known.path
-    headers = {"ETag": etag_of(stored.sha256), "Cache-Control": IMMUTABLE}
-    if stored.last_modified is not None:
-        headers["Last-Modified"] = stored.last_modified
-    if _not_modified(request, stored, headers["ETag"]):
-        return Response(status_code=304, headers=headers)
+    headers = stored_headers(stored)
+    etag = etag_of(stored.sha256)
+    if _not_modified(request, stored, etag):
+        return RawResponse(304, headers.validators)
     # A presigned URL is signed for one method (GET): HEAD is answered here, from the row.
     redirect = None if request.method == "HEAD" else await files.storage.redirect(stored.key)
     if redirect is not None:
-        return RedirectResponse(redirect.url, status_code=redirect.status, headers=headers)
-    headers["Accept-Ranges"] = "bytes"
+        redirected = RedirectResponse(redirect.url, status_code=redirect.status)
+        redirected.raw_headers = [*headers.validators, *redirected.raw_headers]
+        return redirected
     # Ranges are decided here, the same for disk and S3: FileResponse would answer a range
     # unit it does not know with a 400, where RFC 9110 14.2 asks for the whole file.
-    requested = _requested_range(request, stored, headers)
+    requested = _requested_range(request, stored, etag)
     if requested == _UNSATISFIABLE:
-        headers["Content-Range"] = f"bytes */{stored.size}"
-        return Response(status_code=416, headers=headers)
+        return RawResponse(
+            416,
+            [
+                *headers.validators,
+                (b"accept-ranges", b"bytes"),
+                (b"content-range", f"bytes */{stored.size}".encode()),
+                (b"content-length", b"0"),
+            ],
+        )
     if requested is None and path is not None:
         # Zero-copy (`http.response.pathsend`) and HEAD come with FileResponse. The stat is
         # ours: FileResponse would hop to a thread for it, which costs more than the stat of
@@ -73,23 +78,41 @@ async def _stored(request: Request, files: Files, known: KnownFile) -> Response 
             stat = os.stat(path)
         except FileNotFoundError:  # removed behind our back (a cleanup job, an operator)
             return None
-        return _WholeFile(path, headers=headers, media_type=OCTETS, stat_result=stat)
-    start, end, status = 0, stored.size, 200
-    if requested is not None:
+        return _WholeFile(path, headers.whole, stat)
+    if requested is None:
+        start, end, status, raw = 0, stored.size, 200, headers.whole
+    else:
         start, end = requested
         status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{stored.size}"
-    headers["Content-Length"] = str(end - start)
+        raw = [
+            *headers.validators,
+            (b"content-type", OCTETS.encode()),
+            (b"accept-ranges", b"bytes"),
+            (b"content-range", f"bytes {start}-{end - 1}/{stored.size}".encode()),
+            (b"content-length", str(end - start).encode()),
+        ]
     if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=OCTETS)
+        return RawResponse(status, raw)
     body = await files.open_stored(stored, start, end)
     if body is None:
         return None
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=OCTETS)
+    response = StreamingResponse(body, status_code=status)
+    response.raw_headers = raw
+    return response
 
 
 class _WholeFile(FileResponse):
-    """A FileResponse of the whole file, whatever Range says: ranges are decided before."""
+    """A FileResponse of the whole file, whatever Range says (ranges are decided before),
+    with the stored file's headers: those of the warm path."""
+
+    def __init__(self, path: str, raw_headers: RawHeaders, stat: os.stat_result) -> None:
+        self.path = path
+        self.status_code = 200
+        self.filename = None
+        self.media_type = OCTETS
+        self.background = None
+        self.raw_headers = raw_headers
+        self.stat_result = stat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(name, value) for name, value in scope["headers"] if name != b"range"]
@@ -107,14 +130,12 @@ def _not_modified(request: Request, stored: StoredFile, etag: str) -> bool:
     return date is not None and stored.stored_at <= date
 
 
-def _requested_range(
-    request: Request, stored: StoredFile, headers: dict[str, str]
-) -> tuple[int, int] | None:
+def _requested_range(request: Request, stored: StoredFile, etag: str) -> tuple[int, int] | None:
     header = request.headers.get("range")
     if header is None:
         return None
     if_range = request.headers.get("if-range")
-    if if_range is not None and if_range.strip() not in (headers["ETag"], stored.last_modified):
+    if if_range is not None and if_range.strip() not in (etag, stored.last_modified):
         return None  # the client holds other bytes: a piece of ours is no use (13.1.5)
     return _single_range(header, stored.size)
 
@@ -147,10 +168,10 @@ async def _metadata(
 ) -> Response:
     distribution = filename.removesuffix(METADATA_SUFFIX)
     metadata = await files.metadata(repository, project, distribution)
-    headers = {"ETag": etag_of(metadata.sha256), "Cache-Control": IMMUTABLE}
-    if etag_matches(request, headers["ETag"]):
-        return Response(status_code=304, headers=headers)
-    return Response(metadata.body, headers=headers, media_type=OCTETS)
+    headers = metadata_headers(metadata)
+    if etag_matches(request, etag_of(metadata.sha256)):
+        return RawResponse(304, headers.validators)
+    return RawResponse(200, headers.whole, metadata.body)
 
 
 def _single_range(header: str, size: int) -> tuple[int, int] | None:

@@ -10,10 +10,10 @@ from starlette.routing import Route
 
 from mypypi2 import names
 from mypypi2.errors import ProjectNotFound, RepositoryNotFound
-from mypypi2.negotiate import HTML_V1, JSON_V1, choose_encoding, negotiate
+from mypypi2.negotiate import HTML_V1, JSON_V1, negotiate
 from mypypi2.pages import Pages
-from mypypi2.routes.conditional import page_not_modified
-from mypypi2.snapshot import RawHeaders, Snapshot
+from mypypi2.routes.headers import RawResponse, page_answer
+from mypypi2.snapshot import Snapshot
 
 # The PEP 691 path variants: the segments after `simple/` that are not project names.
 _FORMAT_SEGMENTS = frozenset({"v1+json", "v1+html"})
@@ -124,30 +124,15 @@ def _wants_revalidation(request: Request) -> bool:
 
 
 async def _page_response(request: Request, snapshot: Snapshot, media_type: str) -> Response:
-    representation = snapshot.representation(media_type)
-    encoding = None
-    if representation.worth_compressing():
-        encoding = choose_encoding(request.headers.get("accept-encoding"))
-    prepared = await snapshot.prepared(media_type, encoding)
     headers = request.headers
-    if page_not_modified(
-        representation,
-        snapshot.changed_at,
+    status, raw_headers, body = await page_answer(
+        snapshot,
+        media_type,
+        headers.get("accept-encoding"),
         headers.get("if-none-match"),
         headers.get("if-modified-since"),
-    ):
-        return _Prepared(304, b"", prepared.not_modified_headers)
-    return _Prepared(200, prepared.body, prepared.headers)
-
-
-class _Prepared(Response):
-    """A response whose headers were built once for the snapshot, not per request."""
-
-    def __init__(self, status_code: int, body: bytes, raw_headers: RawHeaders) -> None:
-        self.status_code = status_code
-        self.body = body
-        self.raw_headers = raw_headers
-        self.background = None
+    )
+    return RawResponse(status, raw_headers, body)
 
 
 # PEP 691 path variants (`v1+json/`, `v1+html/`) force a format whatever Accept says; no

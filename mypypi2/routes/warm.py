@@ -3,9 +3,10 @@
 A CI fleet mostly asks for pages this worker already rendered and files it already
 stored. Those answers need no routing table, request object or database: this ASGI
 middleware recognizes them by their exact shape and sends the bytes and headers prepared
-once per snapshot (and the file itself, zero-copy). Anything else, including every case
-that needs a redirect, a revalidation, a range or an error, goes on to the routes in
-simple.py and files.py, which give the same answers the slow way.
+once per snapshot or stored file (and the file itself, zero-copy). Anything else,
+including every case that needs a redirect, a revalidation, a range or an error, goes on
+to the routes in simple.py and files.py, which give the same answers the slow way: both
+take each answer from routes/headers.py, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -17,17 +18,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mypypi2.errors import NotAcceptable
 from mypypi2.files import METADATA_SUFFIX, Files
-from mypypi2.negotiate import choose_encoding, negotiate
+from mypypi2.negotiate import negotiate
 from mypypi2.pages import Pages
-from mypypi2.routes.conditional import page_not_modified
-from mypypi2.routes.files import IMMUTABLE, OCTETS, etag_of
-
-# As routes/files.py answers.
-_METADATA_HEADERS = [
-    (b"content-type", OCTETS.encode()),
-    (b"cache-control", IMMUTABLE.encode()),
-]
-_FILE_HEADERS = [*_METADATA_HEADERS, (b"accept-ranges", b"bytes")]
+from mypypi2.routes.headers import metadata_headers, page_answer, stored_headers
 
 
 class WarmPath:
@@ -64,34 +57,24 @@ async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Se
     snapshot = pages.warm(repository, name)
     if snapshot is None:
         return False
-    accept = headers.get(b"accept")
     try:
-        media_type = negotiate(accept.decode("latin-1") if accept is not None else None)
+        media_type = negotiate(_text(headers.get(b"accept")))
     except NotAcceptable:
         return False
-    representation = snapshot.representation(media_type)
-    encoding = None
-    if representation.worth_compressing():
-        accept_encoding = headers.get(b"accept-encoding")
-        if accept_encoding is not None:
-            encoding = choose_encoding(accept_encoding.decode("latin-1"))
-    prepared = await snapshot.prepared(media_type, encoding)
-    if_none_match = headers.get(b"if-none-match")
-    if_modified_since = headers.get(b"if-modified-since")
-    if (if_none_match is not None or if_modified_since is not None) and page_not_modified(
-        representation,
-        snapshot.changed_at,
-        None if if_none_match is None else if_none_match.decode("latin-1"),
-        None if if_modified_since is None else if_modified_since.decode("latin-1"),
-    ):
-        await send(
-            {"type": "http.response.start", "status": 304, "headers": prepared.not_modified_headers}
-        )
-        await send({"type": "http.response.body", "body": b""})
-        return True
-    await send({"type": "http.response.start", "status": 200, "headers": prepared.headers})
-    await send({"type": "http.response.body", "body": prepared.body})
+    status, response_headers, body = await page_answer(
+        snapshot,
+        media_type,
+        _text(headers.get(b"accept-encoding")),
+        _text(headers.get(b"if-none-match")),
+        _text(headers.get(b"if-modified-since")),
+    )
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body})
     return True
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 async def _file(
@@ -113,14 +96,7 @@ async def _file(
     # can tell. An inode the page cache holds makes it cheap.
     if not os.path.isfile(known.path):  # noqa: ASYNC240
         return False
-    stored = known.stored
-    response_headers = [
-        *_FILE_HEADERS,
-        (b"etag", etag_of(stored.sha256).encode()),
-        (b"content-length", str(stored.size).encode()),
-    ]
-    if stored.last_modified is not None:
-        response_headers.append((b"last-modified", stored.last_modified.encode()))
+    response_headers = stored_headers(known.stored).whole
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.pathsend", "path": known.path})
     return True
@@ -132,11 +108,7 @@ async def _metadata(
     metadata = files.warm_metadata(repository, project, filename.removesuffix(METADATA_SUFFIX))
     if metadata is None or b"if-none-match" in _headers(scope["headers"]):
         return False
-    response_headers = [
-        *_METADATA_HEADERS,
-        (b"etag", etag_of(metadata.sha256).encode()),
-        (b"content-length", str(len(metadata.body)).encode()),
-    ]
+    response_headers = metadata_headers(metadata).whole
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.body", "body": metadata.body})
     return True
