@@ -23,7 +23,6 @@ import asyncpg
 import msgspec
 import pytest
 import zstandard
-from multidict import CIMultiDictProxy
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mypypi2.config import RepositoryConfig
@@ -37,6 +36,8 @@ from tests.clients import (
 )
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, RunningCache, StartCache, repository
+from tests.support.http import Answer
+from tests.support.http import get as http_get
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -51,15 +52,6 @@ MANY_FILES = [
     for i in range(30)
 ]
 ENCODINGS: dict[str | None, str | None] = {None: None, "gzip": "gzip", "zstd": "zstd"}
-
-
-class Answer(msgspec.Struct, frozen=True):
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes  # as sent: not decompressed
-
-    def vary(self) -> set[str]:
-        return {v.strip().lower() for v in self.headers.get("Vary", "").split(",")}
 
 
 @pytest.fixture
@@ -77,14 +69,10 @@ async def get(
     **headers: str,
 ) -> Answer:
     """GET with exactly this Accept-Encoding (None: no such header at all)."""
-    skip: tuple[str, ...] = ()
     if encoding is None:
-        skip = ("Accept-Encoding",)
-    else:
-        headers["Accept-Encoding"] = encoding
-    headers["Accept"] = accept
-    async with http.get(url, headers=headers, skip_auto_headers=skip) as response:
-        return Answer(response.status, response.headers, await response.read())
+        return await http_get(http, url, accept, headers, skip_auto_headers=("Accept-Encoding",))
+    headers["Accept-Encoding"] = encoding
+    return await http_get(http, url, accept, headers)
 
 
 def decoded(answer: Answer) -> bytes:

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, repository
+from tests.support.http import get as http_get
 from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -21,8 +22,8 @@ FILES = [UpstreamFile("demo-1.0.tar.gz", b"one"), UpstreamFile("demo-1.1.tar.gz"
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str | None, bytes]:
-    async with http.get(url, headers={"Accept": JSON_V1}) as response:
-        return response.status, response.headers.get("ETag"), await response.read()
+    answer = await http_get(http, url)
+    return answer.status, answer.headers.get("ETag"), answer.body
 
 
 async def get_many(

@@ -8,7 +8,6 @@ import html
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pypi_simple
@@ -16,6 +15,8 @@ import pytest
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import RunningCache, StartCache, repository
+from tests.support.http import Answer
+from tests.support.http import get as http_get
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -56,11 +57,9 @@ async def cache(
 
 async def get(
     http: aiohttp.ClientSession, url: str, accept: str | None = None, **headers: str
-) -> tuple[int, Any, bytes]:
-    if accept is not None:
-        headers["Accept"] = accept
-    async with http.get(url, headers=headers, allow_redirects=False) as response:
-        return response.status, response.headers, await response.read()
+) -> Answer:
+    """The answer itself, redirects not followed; no Accept unless asked."""
+    return await http_get(http, url, accept, headers, follow_redirects=False)
 
 
 # -- names and URLs -------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import pytest
-from multidict import CIMultiDictProxy
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mypypi2 import db
@@ -31,6 +30,8 @@ from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamPro
 from tests.postgres_server import PostgresServer
 from tests.support.cache import Clock, RunningCache, repository
 from tests.support.database import scratch_database
+from tests.support.http import Answer
+from tests.support.http import get as http_get
 from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -39,9 +40,9 @@ STALE = "X-Mypypi2-Stale"
 HANG = aiohttp.ClientTimeout(total=60)
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with http.get(url, headers={"Accept": JSON_V1}, timeout=HANG) as response:
-        return response.status, response.headers, await response.read()
+async def get(http: aiohttp.ClientSession, url: str) -> Answer:
+    """Bounded by HANG: a request that hangs while PostgreSQL is away fails the test."""
+    return await http_get(http, url, client_timeout=HANG)
 
 
 class StateSpy:

@@ -24,13 +24,13 @@ import asyncpg
 import msgspec
 import pytest
 import yarl
-from multidict import CIMultiDictProxy
 
 from mypypi2.config import StorageConfig
 from mypypi2.queries import projects as projects_queries
 from tests import dists
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import StartCache, repository
+from tests.support.http import Answer
 from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -131,13 +131,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 
 # -- HTTP -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,8 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import msgspec
 import pytest
 import tomli_w
-from multidict import CIMultiDictProxy
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mypypi2 import cli
@@ -38,6 +36,7 @@ from tests.local_upstream import (
     _json_page,
 )
 from tests.support.cache import Clock, RunningCache, StartCache, repository
+from tests.support.http import Answer, get
 from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -46,26 +45,6 @@ OLD = UpstreamFile("demo-1.0.tar.gz", b"the first sdist")
 NEW = UpstreamFile("demo-2.0.tar.gz", b"a later sdist")
 STALE = "X-Mypypi2-Stale"
 TEN_YEARS = 10 * 365 * 86400.0
-
-
-class Answer(msgspec.Struct, frozen=True):
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def stale(self) -> bool:
-        return STALE in self.headers
-
-    def filenames(self) -> list[str]:
-        return [f["filename"] for f in json.loads(self.body)["files"]]
-
-
-async def get(
-    http: aiohttp.ClientSession, url: str, accept: str = JSON_V1, **headers: str
-) -> Answer:
-    async with http.get(url, headers={"Accept": accept, **headers}) as response:
-        return Answer(response.status, response.headers, await response.read())
 
 
 async def get_many(http: aiohttp.ClientSession, url: str, count: int) -> list[Answer]:
@@ -548,7 +527,7 @@ async def test_offline_serves_what_is_stored_and_nothing_else(
 
     for accept, before in pages.items():
         for headers in ({}, {"Cache-Control": "no-cache"}, {"Cache-Control": "max-age=0"}):
-            answer = await get(http, f"{base}/simple/demo/", accept, **headers)
+            answer = await get(http, f"{base}/simple/demo/", accept, headers)
             assert (answer.status, answer.body) == (200, before.body), (accept, headers)
             assert answer.headers["ETag"] == before.headers["ETag"]
             assert not answer.stale

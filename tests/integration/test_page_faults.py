@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 import asyncpg
 import pytest
-from multidict import CIMultiDictProxy
 
 from mypypi2.config import RepositoryConfig
 from mypypi2.page_kinds import NOT_FOUND_DELETED_AT_ONCE, NOT_FOUND_KEPT_SECONDS
 from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, repository
+from tests.support.http import Answer
+from tests.support.http import get as http_get
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
@@ -29,11 +30,9 @@ STALE = "X-Mypypi2-Stale"
 PAUSE = ERROR_RETRY_SECONDS + 1  # past the pause after a failure
 
 
-async def get(
-    http: aiohttp.ClientSession, url: str, accept: str = JSON_V1
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with http.get(url, headers={"Accept": accept}, allow_redirects=False) as response:
-        return response.status, response.headers, await response.read()
+async def get(http: aiohttp.ClientSession, url: str, accept: str = JSON_V1) -> Answer:
+    """The answer itself, redirects not followed."""
+    return await http_get(http, url, accept, follow_redirects=False)
 
 
 @pytest.fixture

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, repository
+from tests.support.http import get
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGES = ["/pypi/simple/demo/", "/pypi/simple/"]
 FORMATS = [JSON_V1, "text/html"]
-
-
-async def get(
-    http: aiohttp.ClientSession, url: str, accept: str
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with http.get(url, headers={"Accept": accept}) as response:
-        return response.status, response.headers, await response.read()
 
 
 @pytest.fixture

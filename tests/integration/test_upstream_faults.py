@@ -15,11 +15,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from multidict import CIMultiDictProxy
 
 from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, free_port, repository
+from tests.support.http import Answer
+from tests.support.http import get as http_get
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
@@ -27,22 +28,9 @@ GOOD = UpstreamFile("demo-1.0.tar.gz", b"the real sdist", requires_python=">=3.9
 NEW = UpstreamFile("demo-2.0.tar.gz", b"a later sdist")
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def filenames(self) -> list[str]:
-        return [f["filename"] for f in self.json()["files"]]
-
-
 async def get(http: aiohttp.ClientSession, url: str, accept: str = JSON_V1) -> Answer:
-    async with http.get(url, headers={"Accept": accept}, allow_redirects=False) as response:
-        return Answer(response.status, response.headers, await response.read())
+    """The answer itself, redirects not followed."""
+    return await http_get(http, url, accept, follow_redirects=False)
 
 
 async def stored_project(dsn: str, name: str = "demo") -> tuple[asyncpg.Record | None, list[str]]:

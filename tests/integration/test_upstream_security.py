@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from multidict import CIMultiDictProxy
 
 from mypypi2.config import RepositoryConfig
 from mypypi2.errors import UpstreamError, UpstreamTimeout
@@ -29,6 +28,8 @@ from mypypi2.upstream.client import Fetched, UpstreamClient
 from tests import fake_dns
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject, _json_page
 from tests.support.cache import Clock, StartCache, repository
+from tests.support.http import Answer
+from tests.support.http import get as http_get
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGE = "/simple/demo/"
@@ -51,9 +52,9 @@ async def elsewhere() -> AsyncIterator[LocalUpstream]:
     await server.stop()
 
 
-async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with http.get(url, headers={"Accept": JSON_V1}, allow_redirects=False) as response:
-        return response.status, response.headers, await response.read()
+async def get(http: aiohttp.ClientSession, url: str) -> Answer:
+    """The answer itself, redirects not followed."""
+    return await http_get(http, url, follow_redirects=False)
 
 
 def page_linking(url: str, file: UpstreamFile = SDIST) -> bytes:
