@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import pytest
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mypypi2 import db
 from mypypi2 import pages as pages_module
@@ -28,6 +27,7 @@ from mypypi2.pages import DATABASE_RETRY_SECONDS, Pages
 from mypypi2.queries.notifications import Purged, notify_purged
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.postgres_server import PostgresServer
+from tests.support.apps import StateSpy
 from tests.support.cache import Clock, RunningCache, repository
 from tests.support.database import scratch_database
 from tests.support.http import Answer
@@ -43,19 +43,6 @@ HANG = aiohttp.ClientTimeout(total=60)
 async def get(http: aiohttp.ClientSession, url: str) -> Answer:
     """Bounded by HANG: a request that hangs while PostgreSQL is away fails the test."""
     return await http_get(http, url, client_timeout=HANG)
-
-
-class StateSpy:
-    """ASGI middleware that hands the test the instance's lifespan state."""
-
-    def __init__(self, app: ASGIApp, found: list[dict[str, object]]) -> None:
-        self._app = app
-        self._found = found
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._found:
-            self._found.append(scope["state"])
-        await self._app(scope, receive, send)
 
 
 class Instance(RunningCache):

@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 import tomli_w
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from mypypi2 import cli
 from mypypi2 import pages as pages_module
@@ -35,6 +35,7 @@ from tests.local_upstream import (
     UpstreamProject,
     _json_page,
 )
+from tests.support.apps import StateSpy
 from tests.support.cache import Clock, RunningCache, StartCache, repository
 from tests.support.http import Answer, get
 from tests.support.waiting import eventually
@@ -63,19 +64,6 @@ async def project_row(dsn: str, name: str = "demo") -> Any:
         await connection.close()
 
 
-class PagesSpy:
-    """ASGI middleware that hands the test the instance's Pages (its worker snapshots)."""
-
-    def __init__(self, app: ASGIApp, found: list[Pages]) -> None:
-        self._app = app
-        self._found = found
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._found:
-            self._found.append(scope["state"]["pages"])
-        await self._app(scope, receive, send)
-
-
 Launch = Callable[..., Awaitable[RunningCache]]
 
 
@@ -94,7 +82,7 @@ def launch(start_cache: StartCache) -> Launch:
             found = spy
 
             def wrap(app: ASGIApp) -> ASGIApp:
-                return PagesSpy(app, found)
+                return StateSpy(app, found, "pages")
 
         return await start_cache(*repositories, clock=clock, offline=offline, wrap=wrap)
 
