@@ -55,14 +55,14 @@ ENCODINGS: dict[str | None, str | None] = {None: None, "gzip": "gzip", "zstd": "
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+async def raw_http() -> AsyncIterator[aiohttp.ClientSession]:
     # Raw bytes: what the cache sent, not what aiohttp would make of it.
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
 
 
 async def get(
-    http: aiohttp.ClientSession,
+    raw_http: aiohttp.ClientSession,
     url: str,
     accept: str = JSON_V1,
     encoding: str | None = None,
@@ -70,9 +70,11 @@ async def get(
 ) -> Answer:
     """GET with exactly this Accept-Encoding (None: no such header at all)."""
     if encoding is None:
-        return await http_get(http, url, accept, headers, skip_auto_headers=("Accept-Encoding",))
+        return await http_get(
+            raw_http, url, accept, headers, skip_auto_headers=("Accept-Encoding",)
+        )
     headers["Accept-Encoding"] = encoding
-    return await http_get(http, url, accept, headers)
+    return await http_get(raw_http, url, accept, headers)
 
 
 def decoded(answer: Answer) -> bytes:
@@ -101,7 +103,7 @@ async def page_revision(dsn: str) -> tuple[int, float]:
 
 
 async def test_etag_differs_per_representation_and_encoding(
-    start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession
+    start_cache: StartCache, upstream: LocalUpstream, raw_http: aiohttp.ClientSession
 ) -> None:
     upstream.add(UpstreamProject("demo", MANY_FILES))
     cache = await start_cache()
@@ -110,7 +112,7 @@ async def test_etag_differs_per_representation_and_encoding(
     etags = {}
     for media_type in MEDIA_TYPES:
         for encoding in ENCODINGS:
-            answer = await get(http, url, media_type, encoding)
+            answer = await get(raw_http, url, media_type, encoding)
             assert answer.status == 200
             assert answer.headers.get("Content-Encoding") == encoding
             etags[media_type, encoding] = answer.headers["ETag"]
@@ -122,13 +124,16 @@ async def test_etag_differs_per_representation_and_encoding(
 
 @pytest.mark.parametrize("media_type", MEDIA_TYPES)
 async def test_if_none_match_is_304_for_any_encoding_of_the_same_representation(
-    start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession, media_type: str
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    raw_http: aiohttp.ClientSession,
+    media_type: str,
 ) -> None:
     upstream.add(UpstreamProject("demo", MANY_FILES))
     cache = await start_cache()
     url = f"{cache.url}/pypi/simple/demo/"
     etags = {
-        (asked, encoding): (await get(http, url, asked, encoding)).headers["ETag"]
+        (asked, encoding): (await get(raw_http, url, asked, encoding)).headers["ETag"]
         for asked in MEDIA_TYPES
         for encoding in ENCODINGS
     }
@@ -137,7 +142,7 @@ async def test_if_none_match_is_304_for_any_encoding_of_the_same_representation(
         # A cache holding the gzip body revalidates with its ETag, whatever it asks now.
         for held in ENCODINGS:
             answer = await get(
-                http, url, media_type, encoding, **{"If-None-Match": etags[media_type, held]}
+                raw_http, url, media_type, encoding, **{"If-None-Match": etags[media_type, held]}
             )
             assert (answer.status, answer.body) == (304, b""), (encoding, held)
             assert answer.headers["ETag"] == etags[media_type, encoding]
@@ -145,21 +150,21 @@ async def test_if_none_match_is_304_for_any_encoding_of_the_same_representation(
         # Another representation's validator, in any encoding, does not validate this one.
         for (other, held), etag in etags.items():
             if other != media_type:
-                answer = await get(http, url, media_type, encoding, **{"If-None-Match": etag})
+                answer = await get(raw_http, url, media_type, encoding, **{"If-None-Match": etag})
                 assert answer.status == 200, (other, held)
                 assert answer.headers["ETag"] == etags[media_type, encoding]
     assert upstream.hits[PATH] == 1
 
 
 async def test_json_etag_with_accept_html_is_200(
-    start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession
+    start_cache: StartCache, upstream: LocalUpstream, raw_http: aiohttp.ClientSession
 ) -> None:
     upstream.add(UpstreamProject("demo", MANY_FILES))
     cache = await start_cache()
     url = f"{cache.url}/pypi/simple/demo/"
-    json_etag = (await get(http, url, JSON_V1, "gzip")).headers["ETag"]
+    json_etag = (await get(raw_http, url, JSON_V1, "gzip")).headers["ETag"]
 
-    answer = await get(http, url, "text/html", "gzip", **{"If-None-Match": json_etag})
+    answer = await get(raw_http, url, "text/html", "gzip", **{"If-None-Match": json_etag})
 
     assert answer.status == 200
     assert answer.headers["Content-Type"].startswith("text/html")
@@ -184,7 +189,7 @@ async def test_json_etag_with_accept_html_is_200(
 async def test_caching_headers_on_200_and_304(
     start_cache: StartCache,
     upstream: LocalUpstream,
-    http: aiohttp.ClientSession,
+    raw_http: aiohttp.ClientSession,
     options: dict[str, float],
     path: str,
     max_age: int,
@@ -194,13 +199,13 @@ async def test_caching_headers_on_200_and_304(
     cache = await start_cache(repository("pypi", upstream, **options), clock=clock)
     url = f"{cache.url}/pypi/simple/{path}"
     fetched_at = clock.now
-    assert (await get(http, url)).status == 200
+    assert (await get(raw_http, url)).status == 200
     clock.advance(5)  # Last-Modified is when the page was stored, not when it is served
 
     for encoding in (None, "gzip"):
-        ok = await get(http, url, JSON_V1, encoding)
+        ok = await get(raw_http, url, JSON_V1, encoding)
         not_modified = await get(
-            http, url, JSON_V1, encoding, **{"If-None-Match": ok.headers["ETag"]}
+            raw_http, url, JSON_V1, encoding, **{"If-None-Match": ok.headers["ETag"]}
         )
         assert (ok.status, not_modified.status) == (200, 304)
         for answer in (ok, not_modified):
@@ -213,12 +218,12 @@ async def test_caching_headers_on_200_and_304(
 
 
 async def test_small_uncompressed_page_still_varies_on_accept_encoding(
-    start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession
+    start_cache: StartCache, upstream: LocalUpstream, raw_http: aiohttp.ClientSession
 ) -> None:
     upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz")]))
     cache = await start_cache()
 
-    answer = await get(http, f"{cache.url}/pypi/simple/demo/", JSON_V1, UV_ACCEPT_ENCODING)
+    answer = await get(raw_http, f"{cache.url}/pypi/simple/demo/", JSON_V1, UV_ACCEPT_ENCODING)
 
     assert answer.status == 200
     assert "Content-Encoding" not in answer.headers
@@ -233,7 +238,7 @@ async def test_client_no_cache_revalidates_when_checked_long_enough_ago(
     start_cache: StartCache,
     upstream: LocalUpstream,
     database: str,
-    http: aiohttp.ClientSession,
+    raw_http: aiohttp.ClientSession,
     directive: str,
 ) -> None:
     clock = Clock()
@@ -241,18 +246,18 @@ async def test_client_no_cache_revalidates_when_checked_long_enough_ago(
     options = {"ttl": 600, "no_cache_revalidate_after": 5}
     cache = await start_cache(repository("pypi", upstream, **options), clock=clock)
     url = f"{cache.url}/pypi/simple/demo/"
-    first = await get(http, url)
+    first = await get(raw_http, url)
     revision, _ = await page_revision(database)
 
     # Checked 4 s ago: the client's no-cache is answered from what we hold.
     clock.advance(4)
-    recent = await get(http, url, **{"Cache-Control": directive})
+    recent = await get(raw_http, url, **{"Cache-Control": directive})
     assert (recent.status, recent.body) == (200, first.body)
     assert upstream.hits[PATH] == 1
 
     # Checked 6 s ago (well within the TTL): one conditional request.
     clock.advance(2)
-    revalidated = await get(http, url, **{"Cache-Control": directive})
+    revalidated = await get(raw_http, url, **{"Cache-Control": directive})
     assert (revalidated.status, revalidated.body) == (200, first.body)
     assert upstream.hits[PATH] == 2
     cold, request = upstream.requests_for(PATH)
@@ -265,23 +270,23 @@ async def test_client_no_cache_revalidates_when_checked_long_enough_ago(
 
     # That confirmation counts: the next no-cache within 5 s is not another request.
     clock.advance(3)
-    assert (await get(http, url, **{"Cache-Control": directive})).status == 200
+    assert (await get(raw_http, url, **{"Cache-Control": directive})).status == 200
     assert upstream.hits[PATH] == 2
     # A client that did not ask for revalidation never triggers one within the TTL.
     clock.advance(100)
-    assert (await get(http, url)).status == 200
+    assert (await get(raw_http, url)).status == 200
     assert upstream.hits[PATH] == 2
 
 
 async def test_concurrent_no_cache_requests_on_two_instances_cost_one_revalidation(
-    start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession
+    start_cache: StartCache, upstream: LocalUpstream, raw_http: aiohttp.ClientSession
 ) -> None:
     clock = Clock()
     upstream.add(UpstreamProject("demo", MANY_FILES))
     config = repository("pypi", upstream, ttl=600)
     instances = [await start_cache(config, clock=clock) for _ in range(2)]
     for instance in instances:
-        await get(http, f"{instance.url}/pypi/simple/demo/")
+        await get(raw_http, f"{instance.url}/pypi/simple/demo/")
     assert upstream.hits[PATH] == 1
 
     clock.advance(10)
@@ -289,7 +294,7 @@ async def test_concurrent_no_cache_requests_on_two_instances_cost_one_revalidati
     upstream.fail(PATH, Fault(delay=0.3))
     answers = await asyncio.gather(
         *(
-            get(http, f"{instance.url}/pypi/simple/demo/", **{"Cache-Control": "max-age=0"})
+            get(raw_http, f"{instance.url}/pypi/simple/demo/", **{"Cache-Control": "max-age=0"})
             for instance in instances * 10
         )
     )
@@ -303,7 +308,7 @@ async def test_concurrent_no_cache_requests_on_two_instances_cost_one_revalidati
 async def test_no_cache_revalidate_after_never_and_always(
     start_cache: StartCache,
     upstream: LocalUpstream,
-    http: aiohttp.ClientSession,
+    raw_http: aiohttp.ClientSession,
     after: float,
     expected_hits: int,
 ) -> None:
@@ -312,13 +317,13 @@ async def test_no_cache_revalidate_after_never_and_always(
     options = {"ttl": 600, "no_cache_revalidate_after": after}
     cache = await start_cache(repository("pypi", upstream, **options), clock=clock)
     url = f"{cache.url}/pypi/simple/demo/"
-    await get(http, url)
+    await get(raw_http, url)
 
     # -1: the TTL alone decides, however long ago the page was checked (within the TTL).
     # 0: every no-cache request asks the upstream, even 10 ms after the last one.
     for directive in ("no-cache", "max-age=0", "no-cache"):
         clock.advance(0.01 if after == 0 else 199)
-        answer = await get(http, url, **{"Cache-Control": directive})
+        answer = await get(raw_http, url, **{"Cache-Control": directive})
         assert answer.status == 200
 
     assert upstream.hits[PATH] == expected_hits
@@ -344,7 +349,7 @@ async def test_no_cache_revalidate_after_never_and_always(
 async def test_compressed_body_decodes_to_the_identity_body(
     start_cache: StartCache,
     upstream: LocalUpstream,
-    http: aiohttp.ClientSession,
+    raw_http: aiohttp.ClientSession,
     media_type: str,
     accept_encoding: str | None,
     coding: str | None,
@@ -352,11 +357,11 @@ async def test_compressed_body_decodes_to_the_identity_body(
     upstream.add(UpstreamProject("demo", MANY_FILES))
     cache = await start_cache()
     url = f"{cache.url}/pypi/simple/demo/"
-    identity = await get(http, url, media_type, None)
+    identity = await get(raw_http, url, media_type, None)
     assert "Content-Encoding" not in identity.headers
     assert len(identity.body) >= 1024
 
-    answer = await get(http, url, media_type, accept_encoding)
+    answer = await get(raw_http, url, media_type, accept_encoding)
 
     assert answer.status == 200
     assert answer.headers.get("Content-Encoding") == coding
@@ -375,15 +380,15 @@ async def test_compressed_body_decodes_to_the_identity_body(
 
 
 async def test_compressed_project_list(
-    start_cache: StartCache, upstream: LocalUpstream, http: aiohttp.ClientSession
+    start_cache: StartCache, upstream: LocalUpstream, raw_http: aiohttp.ClientSession
 ) -> None:
     for i in range(100):
         upstream.add(UpstreamProject(f"project-{i}"))
     cache = await start_cache()
     url = f"{cache.url}/pypi/simple/"
-    identity = await get(http, url, JSON_V1, None)
+    identity = await get(raw_http, url, JSON_V1, None)
 
-    answer = await get(http, url, JSON_V1, UV_ACCEPT_ENCODING)
+    answer = await get(raw_http, url, JSON_V1, UV_ACCEPT_ENCODING)
 
     assert answer.headers["Content-Encoding"] == "zstd"
     assert decoded(answer) == identity.body
@@ -394,16 +399,16 @@ async def test_compressed_project_list(
 async def test_small_bodies_are_not_compressed(
     start_cache: StartCache,
     upstream: LocalUpstream,
-    http: aiohttp.ClientSession,
+    raw_http: aiohttp.ClientSession,
     accept_encoding: str,
 ) -> None:
     upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz")]))
     cache = await start_cache()
     url = f"{cache.url}/pypi/simple/demo/"
-    identity = await get(http, url, JSON_V1, None)
+    identity = await get(raw_http, url, JSON_V1, None)
     assert len(identity.body) < 1024
 
-    answer = await get(http, url, JSON_V1, accept_encoding)
+    answer = await get(raw_http, url, JSON_V1, accept_encoding)
 
     assert "Content-Encoding" not in answer.headers
     assert answer.body == identity.body

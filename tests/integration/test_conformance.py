@@ -46,7 +46,7 @@ def upstream_format(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def cache(
+async def conformance_cache(
     start_cache: StartCache, upstream: LocalUpstream, upstream_format: str
 ) -> AsyncIterator[RunningCache]:
     upstream.add(UpstreamProject("Demo", DEMO_FILES, format=upstream_format, serial=42))
@@ -70,34 +70,36 @@ async def get(
     [("Foo.Bar_baz", "foo-bar-baz"), ("a--b", "a-b"), ("DEMO", "demo"), ("a_b", "a-b")],
 )
 async def test_non_normalized_name_redirects_permanently_with_query(
-    cache: RunningCache, http: aiohttp.ClientSession, asked: str, canonical: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, asked: str, canonical: str
 ) -> None:
-    status, headers, _ = await get(http, f"{cache.url}/pypi/simple/{asked}/?format={JSON_V1}")
+    status, headers, _ = await get(
+        http, f"{conformance_cache.url}/pypi/simple/{asked}/?format={JSON_V1}"
+    )
     assert status == 301
     assert headers["Location"] == f"/pypi/simple/{canonical}/?format={JSON_V1}"
 
 
 async def test_redirect_of_forced_format_path_keeps_the_format(
-    cache: RunningCache, http: aiohttp.ClientSession
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
 ) -> None:
-    status, headers, _ = await get(http, f"{cache.url}/pypi/simple/v1+json/Demo/")
+    status, headers, _ = await get(http, f"{conformance_cache.url}/pypi/simple/v1+json/Demo/")
     assert status == 301
     assert headers["Location"] == "/pypi/simple/v1+json/demo/"
 
 
 @pytest.mark.parametrize("path", ["/pypi/simple/demo", "/pypi/simple"])
 async def test_missing_trailing_slash_redirects_to_the_slashed_url(
-    cache: RunningCache, http: aiohttp.ClientSession, path: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, path: str
 ) -> None:
-    status, headers, _ = await get(http, f"{cache.url}{path}?x=1")
+    status, headers, _ = await get(http, f"{conformance_cache.url}{path}?x=1")
     assert status == 308
     assert headers["Location"] == f"{path}/?x=1"
 
 
 async def test_unknown_project_is_404_not_5xx(
-    cache: RunningCache, http: aiohttp.ClientSession, upstream: LocalUpstream
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, upstream: LocalUpstream
 ) -> None:
-    status, _, body = await get(http, f"{cache.url}/pypi/simple/no-such-project/")
+    status, _, body = await get(http, f"{conformance_cache.url}/pypi/simple/no-such-project/")
     assert status == 404
     assert b"no-such-project" in body
     assert upstream.hits["/simple/no-such-project/"] == 1
@@ -105,23 +107,25 @@ async def test_unknown_project_is_404_not_5xx(
 
 @pytest.mark.parametrize("name", ["..", "-leading", "trailing-", "sp%20ace", "%2e%2e"])
 async def test_invalid_project_names_are_404_without_asking_upstream(
-    cache: RunningCache, http: aiohttp.ClientSession, upstream: LocalUpstream, name: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, upstream: LocalUpstream, name: str
 ) -> None:
-    status, _, _ = await get(http, f"{cache.url}/pypi/simple/{name}/")
+    status, _, _ = await get(http, f"{conformance_cache.url}/pypi/simple/{name}/")
     assert status == 404
     assert not [path for path in upstream.hits if path != "/simple/"]
 
 
-async def test_unknown_repository_is_404(cache: RunningCache, http: aiohttp.ClientSession) -> None:
+async def test_unknown_repository_is_404(
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
+) -> None:
     for path in ("/nope/simple/", "/nope/simple/demo/"):
-        status, _, _ = await get(http, f"{cache.url}{path}")
+        status, _, _ = await get(http, f"{conformance_cache.url}{path}")
         assert status == 404
 
 
 async def test_project_list_in_both_formats(
-    cache: RunningCache, http: aiohttp.ClientSession
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
 ) -> None:
-    status, headers, body = await get(http, f"{cache.url}/pypi/simple/", "text/html")
+    status, headers, body = await get(http, f"{conformance_cache.url}/pypi/simple/", "text/html")
     assert status == 200
     assert headers["Content-Type"].split(";")[0] == "text/html"
     anchors = re.findall(r'<a href="([^"]+)">([^<]+)</a>', body.decode())
@@ -130,7 +134,7 @@ async def test_project_list_in_both_formats(
         ("/pypi/simple/foo-bar-baz/", "Foo.Bar_baz"),
         ("/pypi/simple/a-b/", "a-b"),
     ]
-    status, headers, body = await get(http, f"{cache.url}/pypi/simple/", PIP_ACCEPT)
+    status, headers, body = await get(http, f"{conformance_cache.url}/pypi/simple/", PIP_ACCEPT)
     assert status == 200
     assert headers["Content-Type"] == JSON_V1
     listing = json.loads(body)
@@ -157,9 +161,9 @@ async def test_project_list_in_both_formats(
     ],
 )
 async def test_accept_header_picks_the_representation(
-    cache: RunningCache, http: aiohttp.ClientSession, accept: str | None, expected: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, accept: str | None, expected: str
 ) -> None:
-    status, headers, _ = await get(http, f"{cache.url}/pypi/simple/demo/", accept)
+    status, headers, _ = await get(http, f"{conformance_cache.url}/pypi/simple/demo/", accept)
     assert status == 200
     assert headers["Content-Type"].split(";")[0] == expected
     assert "Accept" in headers["Vary"]
@@ -167,36 +171,38 @@ async def test_accept_header_picks_the_representation(
 
 @pytest.mark.parametrize("accept", ["application/json", f"{JSON_V1};q=0, text/html;q=0"])
 async def test_nothing_acceptable_is_406(
-    cache: RunningCache, http: aiohttp.ClientSession, accept: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, accept: str
 ) -> None:
-    status, _, _ = await get(http, f"{cache.url}/pypi/simple/demo/", accept)
+    status, _, _ = await get(http, f"{conformance_cache.url}/pypi/simple/demo/", accept)
     assert status == 406
 
 
 async def test_format_query_overrides_accept(
-    cache: RunningCache, http: aiohttp.ClientSession
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
 ) -> None:
-    url = f"{cache.url}/pypi/simple/demo/?format={JSON_V1}"
+    url = f"{conformance_cache.url}/pypi/simple/demo/?format={JSON_V1}"
     status, headers, _ = await get(http, url, "text/html")
     assert (status, headers["Content-Type"]) == (200, JSON_V1)
-    status, _, _ = await get(http, f"{cache.url}/pypi/simple/demo/?format=application/json")
+    status, _, _ = await get(
+        http, f"{conformance_cache.url}/pypi/simple/demo/?format=application/json"
+    )
     assert status == 406
 
 
 @pytest.mark.parametrize(("variant", "expected"), [("v1+json", JSON_V1), ("v1+html", HTML_V1)])
 async def test_path_variants_force_the_format(
-    cache: RunningCache, http: aiohttp.ClientSession, variant: str, expected: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, variant: str, expected: str
 ) -> None:
     for path in (f"/pypi/simple/{variant}/demo/", f"/pypi/simple/{variant}/"):
-        status, headers, _ = await get(http, f"{cache.url}{path}", "text/html")
+        status, headers, _ = await get(http, f"{conformance_cache.url}{path}", "text/html")
         assert status == 200
         assert headers["Content-Type"].split(";")[0] == expected
 
 
 async def test_etag_per_representation_and_304(
-    cache: RunningCache, http: aiohttp.ClientSession
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
 ) -> None:
-    url = f"{cache.url}/pypi/simple/demo/"
+    url = f"{conformance_cache.url}/pypi/simple/demo/"
     _, json_headers, _ = await get(http, url, JSON_V1)
     _, html_headers, _ = await get(http, url, "text/html")
     assert json_headers["ETag"] != html_headers["ETag"]
@@ -215,8 +221,10 @@ async def test_etag_per_representation_and_304(
 # -- page content ------------------------------------------------------------------------------
 
 
-async def test_html_page_follows_pep_503(cache: RunningCache, http: aiohttp.ClientSession) -> None:
-    status, _, raw = await get(http, f"{cache.url}/pypi/simple/demo/", "text/html")
+async def test_html_page_follows_pep_503(
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
+) -> None:
+    status, _, raw = await get(http, f"{conformance_cache.url}/pypi/simple/demo/", "text/html")
     assert status == 200
     page = raw.decode()
     assert re.search(r'<meta name="pypi:repository-version" content="1\.\d+">', page)
@@ -243,9 +251,9 @@ async def test_html_page_follows_pep_503(cache: RunningCache, http: aiohttp.Clie
 
 
 async def test_json_page_follows_pep_691_and_700(
-    cache: RunningCache, http: aiohttp.ClientSession, upstream_format: str
+    conformance_cache: RunningCache, http: aiohttp.ClientSession, upstream_format: str
 ) -> None:
-    status, _, raw = await get(http, f"{cache.url}/pypi/simple/demo/", JSON_V1)
+    status, _, raw = await get(http, f"{conformance_cache.url}/pypi/simple/demo/", JSON_V1)
     assert status == 200
     page = json.loads(raw)
     assert page["name"] == "demo"
@@ -278,9 +286,9 @@ async def test_json_page_follows_pep_691_and_700(
 
 
 async def test_html_and_json_agree_and_round_trip_through_pypi_simple(
-    cache: RunningCache, http: aiohttp.ClientSession
+    conformance_cache: RunningCache, http: aiohttp.ClientSession
 ) -> None:
-    url = f"{cache.url}/pypi/simple/demo/"
+    url = f"{conformance_cache.url}/pypi/simple/demo/"
     _, _, html_body = await get(http, url, "text/html")
     _, _, json_body = await get(http, url, JSON_V1)
     from_html = pypi_simple.ProjectPage.from_html("demo", html_body.decode(), base_url=url)
@@ -290,7 +298,7 @@ async def test_html_and_json_agree_and_round_trip_through_pypi_simple(
         assert list(packages) == [f.filename for f in DEMO_FILES]
         for file in DEMO_FILES:
             package = packages[file.filename]
-            assert package.url == f"{cache.url}/pypi/files/demo/{file.filename}"
+            assert package.url == f"{conformance_cache.url}/pypi/files/demo/{file.filename}"
             assert package.digests == {"sha256": file.sha256}
             assert package.requires_python == file.requires_python
             assert package.is_yanked == (file.yanked is not False)

@@ -71,7 +71,7 @@ class Instance(RunningCache):
 
 
 @pytest.fixture
-async def launch(
+async def launch_instance(
     upstream: LocalUpstream, tmp_path: Path
 ) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
     running: list[Instance] = []
@@ -130,7 +130,7 @@ async def restartable(own_postgres: PostgresServer) -> AsyncIterator[str]:
 
 
 async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
-    launch: Callable[..., Awaitable[Instance]],
+    launch_instance: Callable[..., Awaitable[Instance]],
     upstream: LocalUpstream,
     own_postgres: PostgresServer,
     restartable: str,
@@ -141,7 +141,7 @@ async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
         upstream.add(UpstreamProject(name, [UpstreamFile(f"{name}-1.0.tar.gz")]))
     clock = Clock()
     config = repository("pypi", upstream, ttl=60, stale_while_revalidate=0)
-    cache = await launch(restartable, config, clock=clock)
+    cache = await launch_instance(restartable, config, clock=clock)
     base = f"{cache.url}/pypi/simple"
     caplog.set_level(logging.WARNING, logger="mypypi2.pages")
     _, _, expired = await get(http, f"{base}/expired/")
@@ -181,7 +181,7 @@ async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
 
 
 async def test_purges_reach_the_workers_after_a_restart(
-    launch: Callable[..., Awaitable[Instance]],
+    launch_instance: Callable[..., Awaitable[Instance]],
     upstream: LocalUpstream,
     own_postgres: PostgresServer,
     restartable: str,
@@ -189,7 +189,7 @@ async def test_purges_reach_the_workers_after_a_restart(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz")]))
-    cache = await launch(restartable)  # a TTL of 600 s: nothing expires on its own
+    cache = await launch_instance(restartable)  # a TTL of 600 s: nothing expires on its own
     url = f"{cache.url}/pypi/simple/demo/"
     assert (await get(http, url))[0] == 200
 
@@ -219,14 +219,14 @@ async def test_purges_reach_the_workers_after_a_restart(
 
 
 async def test_a_purge_sent_while_the_listener_was_away_is_not_missed(
-    launch: Callable[..., Awaitable[Instance]],
+    launch_instance: Callable[..., Awaitable[Instance]],
     upstream: LocalUpstream,
     postgres_dsn: str,
     database: str,
     http: aiohttp.ClientSession,
 ) -> None:
     upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz")]))
-    cache = await launch(database)
+    cache = await launch_instance(database)
     url = f"{cache.url}/pypi/simple/demo/"
     assert (await get(http, url))[0] == 200
     name = urlsplit(database).path.lstrip("/")
@@ -261,7 +261,7 @@ async def test_a_purge_sent_while_the_listener_was_away_is_not_missed(
 
 
 async def test_a_full_pool_is_a_fast_503_not_a_hang(
-    launch: Callable[..., Awaitable[Instance]],
+    launch_instance: Callable[..., Awaitable[Instance]],
     upstream: LocalUpstream,
     database: str,
     http: aiohttp.ClientSession,
@@ -271,7 +271,7 @@ async def test_a_full_pool_is_a_fast_503_not_a_hang(
     settings = DatabaseConfig(
         pool_min_size=1, pool_max_size=1, pool_acquire_timeout=0.5, statement_timeout=2.0
     )
-    cache = await launch(database, database=settings)
+    cache = await launch_instance(database, database=settings)
     base = f"{cache.url}/pypi/simple"
     blocker = await asyncpg.connect(database)
     try:
@@ -308,7 +308,7 @@ async def test_a_full_pool_is_a_fast_503_not_a_hang(
 
 
 async def test_a_slow_upstream_leaves_the_pool_to_everyone_else(
-    launch: Callable[..., Awaitable[Instance]],
+    launch_instance: Callable[..., Awaitable[Instance]],
     upstream: LocalUpstream,
     database: str,
     http: aiohttp.ClientSession,
@@ -320,7 +320,7 @@ async def test_a_slow_upstream_leaves_the_pool_to_everyone_else(
     for name in slow:
         upstream.fail(f"/simple/{name}/", Fault(gate=gate))
     settings = DatabaseConfig(pool_min_size=1, pool_max_size=2)
-    cache = await launch(database, database=settings)
+    cache = await launch_instance(database, database=settings)
     base = f"{cache.url}/pypi/simple"
     waiting = [asyncio.create_task(get(http, f"{base}/{name}/")) for name in slow]
     try:

@@ -68,7 +68,7 @@ Launch = Callable[..., Awaitable[RunningCache]]
 
 
 @pytest.fixture
-def launch(start_cache: StartCache) -> Launch:
+def launch_spied(start_cache: StartCache) -> Launch:
     """`start_cache`, optionally with a spy on the instance's worker snapshots."""
 
     async def start(
@@ -488,7 +488,7 @@ async def test_missing_project_costs_one_upstream_request_per_negative_ttl(
 
 async def test_offline_serves_what_is_stored_and_nothing_else(
     start_cache: StartCache,
-    launch: Launch,
+    launch_spied: Launch,
     upstream: LocalUpstream,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -510,7 +510,7 @@ async def test_offline_serves_what_is_stored_and_nothing_else(
     asked = len(upstream.requests)
 
     clock.advance(TEN_YEARS)  # far past every TTL and window
-    offline = await launch(config, clock=clock, offline=True)
+    offline = await launch_spied(config, clock=clock, offline=True)
     base = f"{offline.url}/pypi"
 
     for accept, before in pages.items():
@@ -576,7 +576,7 @@ async def until_forgotten(pages: Pages, name: str) -> None:
 
 
 async def test_purge_reaches_every_instance_and_refetches_once(
-    launch: Launch,
+    launch_spied: Launch,
     upstream: LocalUpstream,
     database: str,
     http: aiohttp.ClientSession,
@@ -587,7 +587,7 @@ async def test_purge_reaches_every_instance_and_refetches_once(
     upstream.add(UpstreamProject("other", [UpstreamFile("other-1.0.tar.gz")]))
     config = repository("pypi", upstream)  # a TTL of 600 s: nothing expires on its own
     spies: tuple[list[Pages], list[Pages]] = ([], [])
-    instances = [await launch(config, spy=spy) for spy in spies]
+    instances = [await launch_spied(config, spy=spy) for spy in spies]
     for instance in instances:
         for name in ("demo", "other"):
             assert (await get(http, f"{instance.url}/pypi/simple/{name}/")).status == 200
@@ -621,7 +621,7 @@ async def test_purge_reaches_every_instance_and_refetches_once(
 
 
 async def test_purge_files_deletes_them_and_the_next_get_downloads_again(
-    launch: Launch,
+    launch_spied: Launch,
     upstream: LocalUpstream,
     database: str,
     http: aiohttp.ClientSession,
@@ -632,7 +632,7 @@ async def test_purge_files_deletes_them_and_the_next_get_downloads_again(
     upstream.add(UpstreamProject("demo", [wheel]))
     config = repository("pypi", upstream)
     spies: tuple[list[Pages], list[Pages]] = ([], [])
-    first, second = [await launch(config, spy=spy) for spy in spies]
+    first, second = [await launch_spied(config, spy=spy) for spy in spies]
     file_path = f"/pypi/files/demo/{wheel.filename}"
     upstream_file = f"/files/demo/{wheel.filename}"
     for instance in (first, second):
@@ -673,11 +673,11 @@ async def test_purge_files_deletes_them_and_the_next_get_downloads_again(
 
 
 async def test_purge_of_a_whole_repository_includes_its_project_list(
-    launch: Launch, upstream: LocalUpstream, database: str, http: aiohttp.ClientSession
+    launch_spied: Launch, upstream: LocalUpstream, database: str, http: aiohttp.ClientSession
 ) -> None:
     upstream.add(UpstreamProject("demo", [OLD]))
     spy: list[Pages] = []
-    cache = await launch(repository("pypi", upstream), spy=spy)
+    cache = await launch_spied(repository("pypi", upstream), spy=spy)
     for path in ("/simple/", PATH):
         assert (await get(http, f"{cache.url}/pypi{path}")).status == 200
     [pages] = spy
@@ -693,11 +693,11 @@ async def test_purge_of_a_whole_repository_includes_its_project_list(
 
 
 async def test_purged_page_is_still_served_stale_when_the_upstream_is_down(
-    launch: Launch, upstream: LocalUpstream, database: str, http: aiohttp.ClientSession
+    launch_spied: Launch, upstream: LocalUpstream, database: str, http: aiohttp.ClientSession
 ) -> None:
     upstream.add(UpstreamProject("demo", [OLD]))
     spy: list[Pages] = []
-    cache = await launch(repository("pypi", upstream), spy=spy)
+    cache = await launch_spied(repository("pypi", upstream), spy=spy)
     url = f"{cache.url}/pypi/simple/demo/"
     stored = await get(http, url)
     [pages] = spy
