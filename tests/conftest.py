@@ -19,9 +19,10 @@ import asyncpg
 import pytest
 from starlette.types import ASGIApp
 
-from mypypi2 import db, embedded
+from mypypi2 import embedded
 from mypypi2.clock import Clock as ClockFunction
 from mypypi2.config import Config, RepositoryConfig, ServerConfig, StorageConfig
+from mypypi2.db import migrate
 from tests.clients import APP_WHEEL, LIB_OLD_SDIST, LIB_SDIST, LIB_WHEEL, TOOL_SDIST, ProxyTrap
 from tests.local_upstream import LocalUpstream, UpstreamProject
 from tests.support.cache import RunningCache, StartCache, repository
@@ -48,7 +49,7 @@ def postgres_dsn() -> Iterator[str]:
             await connection.close()
 
     asyncio.run(create_template())
-    db.migrate(with_database(base, _TEMPLATE))
+    migrate(with_database(base, _TEMPLATE))
     yield base
 
     async def drop_template() -> None:
@@ -66,6 +67,14 @@ async def database(postgres_dsn: str) -> AsyncIterator[str]:
     """The DSN of a fresh, migrated database for this test alone."""
     async with scratch_database(postgres_dsn, _TEMPLATE) as dsn:
         yield dsn
+
+
+@pytest.fixture
+async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's database, for looking at the rows the cache wrote."""
+    connection = await asyncpg.connect(database)
+    yield connection
+    await connection.close()
 
 
 @pytest.fixture

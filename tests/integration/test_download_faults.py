@@ -21,7 +21,6 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,13 +61,6 @@ from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIZE = len(SDIST.content)
-
-
-@pytest.fixture
-async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database)
-    yield connection
-    await connection.close()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,13 +145,6 @@ class Attempt:
     status: int
     body: bytes
     error: BaseException | None
-
-
-@pytest.fixture
-async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database)
-    yield connection
-    await connection.close()
 
 
 async def fetch(
