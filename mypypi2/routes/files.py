@@ -13,10 +13,10 @@ from starlette.types import Receive, Scope, Send
 from mypypi2.files import METADATA_SUFFIX, Files, KnownFile, PendingFile
 from mypypi2.routes.conditional import etag_matches, http_date
 from mypypi2.routes.headers import (
-    IMMUTABLE,
     OCTETS,
     RawResponse,
     etag_of,
+    file_headers,
     metadata_headers,
     stored_headers,
 )
@@ -143,24 +143,19 @@ def _requested_range(request: Request, stored: StoredFile, etag: str) -> tuple[i
 async def _pending(
     request: Request, files: Files, repository: str, pending: PendingFile
 ) -> Response:
-    headers = {"Cache-Control": IMMUTABLE}
     sha256 = pending.row.hashes.get("sha256")
-    if sha256 is not None:
-        headers["ETag"] = etag_of(sha256)
-        if etag_matches(request, headers["ETag"]):
-            return Response(status_code=304, headers=headers)
+    if sha256 is not None and etag_matches(request, etag_of(sha256)):
+        return RawResponse(304, file_headers(sha256, None, None, ranges=False).validators)
     if request.method == "HEAD":
         # HEAD never costs a download: answer with what the page told us.
-        if pending.row.size is not None:
-            headers["Content-Length"] = str(pending.row.size)
-        return Response(headers=headers, media_type=OCTETS)
+        return RawResponse(200, file_headers(sha256, pending.row.size, None, ranges=False).whole)
     # A Range on a file still arriving is answered with the whole file (RFC 9110 allows
     # ignoring Range); once stored, ranges are served. The response starts only once the
     # download has bytes to send: a failure before then is a clean error status.
     length, body = await files.stream(repository, pending)
-    if length is not None:
-        headers["Content-Length"] = str(length)
-    return StreamingResponse(body, headers=headers, media_type=OCTETS)
+    response = StreamingResponse(body)
+    response.raw_headers = file_headers(sha256, length, None, ranges=False).whole
+    return response
 
 
 async def _metadata(

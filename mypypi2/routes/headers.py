@@ -65,7 +65,7 @@ class RawResponse(Response):
 
 @dataclass(frozen=True, slots=True)
 class FileHeaders:
-    """The headers of one stored or metadata file."""
+    """The headers of one file's bytes: a stored file, a metadata file, a download."""
 
     # What every answer about these bytes carries: a 304, a redirect, a range, a 416.
     validators: RawHeaders
@@ -73,14 +73,21 @@ class FileHeaders:
     whole: RawHeaders
 
 
-def _file_headers(sha256: str, size: int, last_modified: str | None, ranges: bool) -> FileHeaders:
-    validators = [(b"etag", etag_of(sha256).encode()), (b"cache-control", IMMUTABLE.encode())]
+def file_headers(
+    sha256: str | None, size: int | None, last_modified: str | None, *, ranges: bool
+) -> FileHeaders:
+    """The headers of a file's bytes, stored or still arriving (then the digest and size
+    are what the page said, if it did)."""
+    validators = [(b"cache-control", IMMUTABLE.encode())]
+    if sha256 is not None:
+        validators.insert(0, (b"etag", etag_of(sha256).encode()))
     if last_modified is not None:
         validators.append((b"last-modified", last_modified.encode()))
     whole = [*validators, (b"content-type", OCTETS.encode())]
-    if ranges:  # metadata is small, and served whole
+    if ranges:  # of a stored file: metadata is small, a file still arriving is sent whole
         whole.append((b"accept-ranges", b"bytes"))
-    whole.append((b"content-length", str(size).encode()))
+    if size is not None:
+        whole.append((b"content-length", str(size).encode()))
     return FileHeaders(validators, whole)
 
 
@@ -95,7 +102,7 @@ def stored_headers(stored: StoredFile) -> FileHeaders:
     entry = _stored.get(stored.key)
     if entry is not None and entry[0] is stored:
         return entry[1]
-    headers = _file_headers(stored.sha256, stored.size, stored.last_modified, ranges=True)
+    headers = file_headers(stored.sha256, stored.size, stored.last_modified, ranges=True)
     _stored.put(stored.key, (stored, headers))
     return headers
 
@@ -104,6 +111,6 @@ def metadata_headers(metadata: Metadata) -> FileHeaders:
     entry = _metadata.get(metadata.sha256)
     if entry is not None and entry[0] is metadata:
         return entry[1]
-    headers = _file_headers(metadata.sha256, len(metadata.body), None, ranges=False)
+    headers = file_headers(metadata.sha256, len(metadata.body), None, ranges=False)
     _metadata.put(metadata.sha256, (metadata, headers))
     return headers

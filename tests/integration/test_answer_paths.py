@@ -212,3 +212,20 @@ async def test_warm_path_and_routes_answer_alike_under_every_server(
     await assert_files_agree(server_port(server.url))
 
     assert upstream.hits[f"/files/demo/{WHEEL.filename}"] == 1
+
+
+async def test_head_of_a_file_of_unknown_size_claims_no_length(
+    start_cache: StartCache, upstream: LocalUpstream
+) -> None:
+    """A PEP 503 page gives no size: HEAD of a file not stored yet said Content-Length: 0."""
+    sdist = UpstreamFile("demo-1.0.tar.gz", b"an sdist of some length")
+    upstream.add(UpstreamProject("demo", [sdist], format="html"))
+    cache = await start_cache()
+    assert (await request(cache.port, "GET", PAGE, {"Accept": JSON_V1}))[0] == 200
+
+    head = await request(cache.port, "HEAD", f"/pypi/files/demo/{sdist.filename}", {})
+
+    assert head[0] == 200
+    assert header(head, b"content-length") is None
+    assert header(head, b"etag") == f'"{sdist.sha256}"'.encode()
+    assert upstream.hits[f"/files/demo/{sdist.filename}"] == 0
