@@ -9,96 +9,40 @@ the `launch` fixture stops them (SIGINT, then SIGTERM, then SIGKILL to the whole
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import asyncpg
 import msgspec
 import pytest
-import tomli_w
 
 from mypypi2 import config
 from mypypi2.config import Config
-from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.local_upstream import LocalUpstream
 from tests.support.cache import free_port
 from tests.support.database import scratch_database
+from tests.support.process import (
+    DEMO_FILES,
+    Server,
+    add_demo,
+    get_as_pip,
+    mypypi2,
+    open_logs,
+    run,
+)
+
+# Named here too for test modules that still import them from this one (test_answer_paths).
+from tests.support.process import Launch as Launch
+from tests.support.process import clean_environ as clean_environ
+from tests.support.process import write_config as write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
-# What pip sends for a project page (pip/_internal/index/collector.py).
-PIP_ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-    "text/html; q=0.01"
-)
-DEMO_FILES = ("demo-1.0.tar.gz", "demo-1.1-py3-none-any.whl", "demo-2.0.tar.gz")
 DEMO_VERSIONS = ["2.0", "1.1", "1.0"]  # newest first, as pip lists them
-# Bounds on waiting for a process, not assertions on how long it takes.
-STARTUP_POLLS = 1200  # x 0.1 s
-STOP_WAIT = 30.0
-STOP_POLLS = 100  # x 0.1 s
-
-
-def clean_environ(**variables: str) -> dict[str, str]:
-    """Our environment without MYPYPI2_* and PIP_* settings, and pip's config files off."""
-    environ = {
-        key: value for key, value in os.environ.items() if not key.startswith(("MYPYPI2_", "PIP_"))
-    }
-    environ.update(
-        PIP_CONFIG_FILE=os.devnull,
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-        PIP_NO_CACHE_DIR="1",
-        PIP_NO_INPUT="1",
-    )
-    environ.update(variables)
-    return environ
-
-
-@dataclass
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def run(*args: str, cwd: Path, environ: dict[str, str]) -> Finished:
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        cwd=cwd,
-        env=environ,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return Finished(process.returncode, stdout.decode(), stderr.decode())
-
-
-async def mypypi2(*args: str, cwd: Path, environ: dict[str, str] | None = None) -> Finished:
-    return await run(
-        sys.executable, "-m", "mypypi2", *args, cwd=cwd, environ=environ or clean_environ()
-    )
-
-
-def write_config(directory: Path, settings: dict[str, Any]) -> Path:
-    path = directory / "config.toml"
-    path.write_text(tomli_w.dumps(settings))
-    return path
-
-
-def add_demo(upstream: LocalUpstream) -> UpstreamProject:
-    return upstream.add(
-        UpstreamProject("demo", [UpstreamFile(name, content=name.encode()) for name in DEMO_FILES])
-    )
 
 
 # --- config ------------------------------------------------------------------------------
@@ -265,99 +209,6 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
 # --- serve -------------------------------------------------------------------------------
 
 
-class Server:
-    """One `mypypi2 serve` process (and its workers, in a session of their own)."""
-
-    def __init__(
-        self, process: asyncio.subprocess.Process, port: int, logs: Path, postgres: Path | None
-    ) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.logs = logs
-        self.postgres = postgres
-        # Processes of the session still alive once the main process has exited.
-        self.leftovers = False
-
-    def stdout(self) -> str:
-        return (self.logs / "stdout").read_text()
-
-    def stderr(self) -> str:
-        return (self.logs / "stderr").read_text()
-
-    async def wait_until_healthy(self) -> None:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(STARTUP_POLLS):
-                if self.process.returncode is not None:
-                    raise AssertionError(
-                        f"serve exited with {self.process.returncode}:\n{self.stderr()}"
-                    )
-                try:
-                    async with session.get(f"{self.url}/-/health") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"serve never answered on {self.url}:\n{self.stderr()}")
-
-    async def stop(self) -> int:
-        """SIGINT (Ctrl-C), then SIGTERM, then SIGKILL; returns the exit status."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if self.process.returncode is not None:
-                break
-            self.process.send_signal(signum)
-            try:
-                await asyncio.wait_for(self.process.wait(), STOP_WAIT)
-            except TimeoutError:
-                continue
-        if self.process.returncode is None:
-            self._kill_session()
-            await self.process.wait()
-        # Helpers such as multiprocessing's resource tracker exit when they see their parent
-        # gone; give them a moment, then nothing of the session may still run.
-        for _ in range(STOP_POLLS):
-            if not self.session_alive():
-                break
-            await asyncio.sleep(0.1)
-        else:
-            self.leftovers = True
-            self._kill_session()
-        assert self.process.returncode is not None
-        return self.process.returncode
-
-    def session_alive(self) -> bool:
-        """Whether a process of the session still runs (zombies wait for init to reap them)."""
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                # "pid (comm) state ppid pgrp ...": comm may contain spaces, so split after ")".
-                state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-            if int(group) == self.process.pid and state != "Z":
-                return True
-        return False
-
-    def _kill_session(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    def stop_embedded_postgres(self) -> None:
-        """Last resort when serve died without stopping the PostgreSQL it started."""
-        pid_file = None if self.postgres is None else self.postgres / "postmaster.pid"
-        if pid_file is not None and pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError, IndexError):
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
-
-
-Launch = Callable[..., Awaitable[Server]]
-
-
-def _open_logs(logs: Path) -> tuple[int, int]:
-    logs.mkdir(parents=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    return os.open(logs / "stdout", flags), os.open(logs / "stderr", flags)
-
-
 @pytest.fixture
 async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
     """Start `mypypi2 serve` in a directory; every server is stopped when the test ends."""
@@ -368,7 +219,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
     ) -> Server:
         port = free_port()
         logs = tmp_path / f"serve-{len(servers)}"
-        stdout, stderr = _open_logs(logs)
+        stdout, stderr = open_logs(logs)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -399,14 +250,6 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
         for server in servers:
             await server.stop()
             server.stop_embedded_postgres()
-
-
-async def get(url: str, accept: str = PIP_ACCEPT) -> tuple[int, dict[str, str], bytes]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(url, headers={"Accept": accept}, allow_redirects=False) as response,
-    ):
-        return response.status, dict(response.headers), await response.read()
 
 
 def _listed_versions(pip_stdout: str) -> list[str]:
@@ -452,7 +295,7 @@ async def test_serve_answers_the_real_pip(
     assert pip.returncode == 0, pip.stdout + pip.stderr
     assert _listed_versions(pip.stdout) == DEMO_VERSIONS
 
-    status, headers, body = await get(f"{index_url}demo/")
+    status, headers, body = await get_as_pip(f"{index_url}demo/")
     assert status == 200
     assert headers["Content-Type"] == JSON_V1
     assert "Date" in headers  # RFC 9110 6.6.1: origin servers with a clock send one
@@ -470,7 +313,7 @@ async def test_serve_answers_the_real_pip(
     # with zero-copy from the warm path once the worker knows the file is stored).
     wanted = project.files[0]
     for _ in range(6):
-        status, raw, body = await get(f"{server.url}/pypi/files/demo/{wanted.filename}")
+        status, raw, body = await get_as_pip(f"{server.url}/pypi/files/demo/{wanted.filename}")
         headers = {name.lower(): value for name, value in raw.items()}
         assert status == 200
         assert body == wanted.content
@@ -498,7 +341,7 @@ async def test_zero_config_serve_keeps_everything_across_restarts(
     assert f"caches {upstream.url}" in first.stdout()
     assert f"--index-url {first.url}/pypi/simple/" in first.stdout()
     assert (data / "postgres" / "PG_VERSION").is_file()  # the embedded PostgreSQL's cluster
-    status, _, body = await get(f"{first.url}/pypi/simple/demo/")
+    status, _, body = await get_as_pip(f"{first.url}/pypi/simple/demo/")
     assert status == 200, first.stderr()
     page = json.loads(body)
     assert sorted(f["filename"] for f in page["files"]) == sorted(DEMO_FILES)
@@ -510,7 +353,7 @@ async def test_zero_config_serve_keeps_everything_across_restarts(
 
     await upstream.stop()
     second = await launch(workdir, environ, "--workers", "1", postgres=data / "postgres")
-    status, _, body = await get(f"{second.url}/pypi/simple/demo/")
+    status, _, body = await get_as_pip(f"{second.url}/pypi/simple/demo/")
     assert status == 200, second.stderr()
     assert json.loads(body) == page
 

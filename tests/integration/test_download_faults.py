@@ -38,7 +38,6 @@ from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
 from mypypi2.queries import files as files_queries
 from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
-from tests.integration.test_cli import Launch, clean_environ, write_config
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.integration.test_files import (
     SDIST,
@@ -57,6 +56,7 @@ from tests.integration.test_files import (
 )
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, RunningCache, StartCache, repository
+from tests.support.process import Launch, clean_environ, write_config
 from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"

@@ -22,20 +22,20 @@ import aiohttp
 import pytest
 
 from mypypi2.config import SERVERS
-from tests.integration.test_cli import (
-    Launch,
-    Server,
-    add_demo,
-    clean_environ,
-    get,
-    mypypi2,
-    write_config,
-)
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream
 from tests.support import waiting
 from tests.support.cache import free_port
 from tests.support.database import with_database
+from tests.support.process import (
+    Launch,
+    Server,
+    add_demo,
+    clean_environ,
+    get_as_pip,
+    mypypi2,
+    write_config,
+)
 
 # Bounds on waiting, not assertions on speed.
 POLLS = 600  # x 0.1 s
@@ -114,7 +114,7 @@ async def test_a_killed_worker_is_replaced_while_the_others_keep_answering(
     cache_config(tmp_path, database, upstream)
     server = await launch(tmp_path, clean_environ(), "--workers", "2", "--server", server_name)
     page = f"{server.url}/pypi/simple/demo/"
-    assert (await get(page))[0] == 200
+    assert (await get_as_pip(page))[0] == 200
     await eventually(lambda: len(workers(server)) == 2, "two workers listen")
     victim = workers(server)[0]
 
@@ -323,7 +323,7 @@ async def test_each_log_line_is_written_once(
     cache_config(tmp_path, database, upstream)
     server = await launch(tmp_path, clean_environ(), "--workers", "2", "--server", server_name)
 
-    status, _, _ = await get(f"{server.url}/pypi/simple/broken/")
+    status, _, _ = await get_as_pip(f"{server.url}/pypi/simple/broken/")
 
     assert status == 502
     assert await server.stop() == 0, server.stderr()
@@ -352,7 +352,7 @@ async def test_serve_starts_with_the_variables_kubernetes_injects(
 
     server = await launch(tmp_path, environ, "--workers", "1")
 
-    status, _, _ = await get(f"{server.url}/-/health")
+    status, _, _ = await get_as_pip(f"{server.url}/-/health")
     assert status == 200
     assert await server.stop() == 0, server.stderr()
     assert "MYPYPI2_" not in server.stderr()

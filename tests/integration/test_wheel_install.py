@@ -22,11 +22,11 @@ import aiohttp
 import pytest
 
 from tests.clients import APP_WHEEL
-from tests.integration.test_cli import Server, clean_environ, run
 from tests.local_upstream import JSON_V1, LocalUpstream, UpstreamProject
 from tests.peers import check_call, machine_cache
 from tests.support.cache import free_port
 from tests.support.database import scratch_database
+from tests.support.process import Server, clean_environ, run
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the wheel is built from: pyproject.toml names every package and where sql/ goes.

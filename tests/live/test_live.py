@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.clients import Env, ProxyTrap, isolated_env, new_venv, run
-from tests.integration.test_cli import Server
 from tests.support.cache import free_port
+from tests.support.process import Server
 
 pytestmark = [
     pytest.mark.live,
