@@ -104,6 +104,11 @@ class Snapshot:
     _representations: dict[str, Representation] = field(default_factory=dict)
     _prepared: dict[tuple[str, str | None, str | None], Prepared] = field(default_factory=dict)
 
+    def ready(self, media_type: str, encoding: str | None) -> Prepared | None:
+        """The response `prepared` made before, without awaiting anything (the warm path's
+        common case: one coroutine less per request); None when it has not yet."""
+        return self._prepared.get((media_type, encoding, self.stale))
+
     async def prepared(self, media_type: str, encoding: str | None) -> Prepared:
         """The response for `media_type`, compressed with `encoding` (None: identity)."""
         key = (media_type, encoding, self.stale)

@@ -46,8 +46,10 @@ async def page_answer(
     encoding = None
     if representation.worth_compressing():
         encoding = choose_encoding(accept_encoding)
-    prepared = await snapshot.prepared(media_type, encoding)
-    if page_not_modified(representation, snapshot.changed_at, if_none_match, if_modified_since):
+    prepared = snapshot.ready(media_type, encoding) or await snapshot.prepared(media_type, encoding)
+    if (if_none_match is not None or if_modified_since is not None) and page_not_modified(
+        representation, snapshot.changed_at, if_none_match, if_modified_since
+    ):
         return 304, prepared.not_modified_headers, b""
     return 200, prepared.headers, prepared.body
 
