@@ -91,15 +91,15 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
+def mock_upstream() -> Iterator[Upstream]:
     mocked = Upstream()
     with mocked:
         yield mocked
 
 
-def sent_headers(upstream: Upstream, url: str = PAGE_URL, index: int = 0) -> dict[str, str]:
+def sent_headers(mock_upstream: Upstream, url: str = PAGE_URL, index: int = 0) -> dict[str, str]:
     """The headers of the `index`th GET of `url`, as aioresponses recorded them."""
-    call = upstream.requests[("GET", URL(url))][index]
+    call = mock_upstream.requests[("GET", URL(url))][index]
     return {key.lower(): value for key, value in dict(call.kwargs["headers"]).items()}
 
 
@@ -115,13 +115,13 @@ async def fetch_page(
 
 
 async def test_first_request_asks_json_first_without_validators(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
 
     fetched = await fetch_page(make_client())
 
-    headers = sent_headers(upstream)
+    headers = sent_headers(mock_upstream)
     assert headers["accept"] == ACCEPT
     assert ACCEPT.startswith(JSON_V1)
     assert "if-none-match" not in headers
@@ -131,52 +131,52 @@ async def test_first_request_asks_json_first_without_validators(
 
 
 async def test_revalidation_sends_known_validators(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=304)
+    mock_upstream.reply(PAGE_URL, status=304)
     known = Validators('"abc"', "Mon, 01 Jan 2024 00:00:00 GMT", 41)
 
     await make_client().project_page("demo", known)
 
-    headers = sent_headers(upstream)
+    headers = sent_headers(mock_upstream)
     assert headers["if-none-match"] == '"abc"'
     assert headers["if-modified-since"] == "Mon, 01 Jan 2024 00:00:00 GMT"
 
 
-async def test_extra_headers_are_sent(make_client: MakeClient, upstream: Upstream) -> None:
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+async def test_extra_headers_are_sent(make_client: MakeClient, mock_upstream: Upstream) -> None:
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
     client = make_client(headers={"X-Token": "t0ken", "User-Agent": "ci"})
 
     await fetch_page(client)
 
-    headers = sent_headers(upstream)
+    headers = sent_headers(mock_upstream)
     assert headers["x-token"] == "t0ken"
     assert headers["user-agent"] == "ci"
     assert headers["accept"] == ACCEPT
 
 
 async def test_basic_auth_and_extra_headers_are_sent(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
     client = make_client(username="reader", password="s3cret", headers={"X-Token": "t0ken"})
 
     await fetch_page(client)
 
-    headers = sent_headers(upstream)
+    headers = sent_headers(mock_upstream)
     assert headers["authorization"] == "Basic " + base64.b64encode(b"reader:s3cret").decode()
     assert headers["x-token"] == "t0ken"
     assert headers["accept"] == ACCEPT
 
 
 async def test_basic_auth_without_password_sends_an_empty_one(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
+    mock_upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
 
     await make_client(username="token-only").project_list(None)
 
-    headers = sent_headers(upstream, BASE)
+    headers = sent_headers(mock_upstream, BASE)
     assert headers["authorization"] == "Basic " + base64.b64encode(b"token-only:").decode()
 
 
@@ -184,9 +184,9 @@ async def test_basic_auth_without_password_sends_an_empty_one(
 
 
 async def test_304_without_headers_keeps_known_validators(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=304)
+    mock_upstream.reply(PAGE_URL, status=304)
     known = Validators('"abc"', "Mon, 01 Jan 2024 00:00:00 GMT", 41)
 
     result = await make_client().project_page("demo", known)
@@ -195,9 +195,9 @@ async def test_304_without_headers_keeps_known_validators(
 
 
 async def test_304_with_new_headers_updates_only_those(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=304, headers={"ETag": '"def"', "X-PyPI-Last-Serial": "42"})
+    mock_upstream.reply(PAGE_URL, status=304, headers={"ETag": '"def"', "X-PyPI-Last-Serial": "42"})
     known = Validators('"abc"', "Mon, 01 Jan 2024 00:00:00 GMT", 41)
 
     result = await make_client().project_page("demo", known)
@@ -205,17 +205,17 @@ async def test_304_with_new_headers_updates_only_those(
     assert result == NotModified(Validators('"def"', "Mon, 01 Jan 2024 00:00:00 GMT", 42))
 
 
-async def test_304_for_the_project_list(make_client: MakeClient, upstream: Upstream) -> None:
-    upstream.reply(BASE, status=304)
+async def test_304_for_the_project_list(make_client: MakeClient, mock_upstream: Upstream) -> None:
+    mock_upstream.reply(BASE, status=304)
     known = Validators(etag='"list"')
 
     assert await make_client().project_list(known) == NotModified(known)
 
 
 async def test_200_validators_and_last_serial_header(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL,
         body=PAGE_BODY,
         content_type=JSON_V1,
@@ -233,10 +233,10 @@ async def test_200_validators_and_last_serial_header(
 
 @pytest.mark.parametrize("header", [None, "", "not-a-number", "-3"])
 async def test_last_serial_falls_back_to_the_page_when_header_is_absent_or_bad(
-    make_client: MakeClient, upstream: Upstream, header: str | None
+    make_client: MakeClient, mock_upstream: Upstream, header: str | None
 ) -> None:
     headers = {} if header is None else {"X-PyPI-Last-Serial": header}
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers=headers)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers=headers)
 
     fetched = await fetch_page(make_client())
 
@@ -245,10 +245,10 @@ async def test_last_serial_falls_back_to_the_page_when_header_is_absent_or_bad(
 
 
 async def test_200_does_not_inherit_known_validators(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     # A full answer without an ETag has none: re-sending the old one would be wrong.
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
 
     fetched = await fetch_page(make_client(), Validators('"old"', "yesterday", 3))
 
@@ -261,9 +261,9 @@ async def test_200_does_not_inherit_known_validators(
 
 @pytest.mark.parametrize("status", [404, 410])
 async def test_404_and_410_are_not_found(
-    make_client: MakeClient, upstream: Upstream, status: int
+    make_client: MakeClient, mock_upstream: Upstream, status: int
 ) -> None:
-    upstream.reply(PAGE_URL, status=status, body=b"no such project")
+    mock_upstream.reply(PAGE_URL, status=status, body=b"no such project")
 
     with pytest.raises(UpstreamNotFound) as raised:
         await make_client().project_page("demo", None)
@@ -272,9 +272,9 @@ async def test_404_and_410_are_not_found(
 
 
 async def test_404_for_the_project_list_is_not_found(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(BASE, status=404)
+    mock_upstream.reply(BASE, status=404)
 
     with pytest.raises(UpstreamNotFound):
         await make_client().project_list(None)
@@ -282,9 +282,9 @@ async def test_404_for_the_project_list_is_not_found(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 403, 401, 429])
 async def test_other_statuses_are_upstream_errors(
-    make_client: MakeClient, upstream: Upstream, status: int
+    make_client: MakeClient, mock_upstream: Upstream, status: int
 ) -> None:
-    upstream.reply(PAGE_URL, status=status)
+    mock_upstream.reply(PAGE_URL, status=status)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -294,10 +294,10 @@ async def test_other_statuses_are_upstream_errors(
 
 
 async def test_304_without_a_conditional_request_is_an_error(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     # We asked for a page; "not modified" of nothing is not an answer.
-    upstream.reply(PAGE_URL, status=304)
+    mock_upstream.reply(PAGE_URL, status=304)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -311,9 +311,9 @@ async def test_304_without_a_conditional_request_is_an_error(
     ids=["timeout", "server-timeout", "connect-timeout"],
 )
 async def test_timeouts_are_upstream_timeouts(
-    make_client: MakeClient, upstream: Upstream, exception: Exception
+    make_client: MakeClient, mock_upstream: Upstream, exception: Exception
 ) -> None:
-    upstream.reply(PAGE_URL, exception=exception)
+    mock_upstream.reply(PAGE_URL, exception=exception)
 
     with pytest.raises(UpstreamTimeout) as raised:
         await make_client().project_page("demo", None)
@@ -332,9 +332,9 @@ async def test_timeouts_are_upstream_timeouts(
     ids=["disconnected", "refused", "payload"],
 )
 async def test_connection_failures_are_upstream_errors(
-    make_client: MakeClient, upstream: Upstream, exception: Exception
+    make_client: MakeClient, mock_upstream: Upstream, exception: Exception
 ) -> None:
-    upstream.reply(PAGE_URL, exception=exception)
+    mock_upstream.reply(PAGE_URL, exception=exception)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -345,10 +345,10 @@ async def test_connection_failures_are_upstream_errors(
 
 
 async def test_content_length_over_the_limit_is_rejected_before_reading(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     # A small, valid body behind a huge announced length: only the header can fail it.
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers={"Content-Length": "5000000"}
     )
 
@@ -359,9 +359,9 @@ async def test_content_length_over_the_limit_is_rejected_before_reading(
 
 
 async def test_body_over_the_limit_without_content_length_is_rejected(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client(max_page_bytes=len(PAGE_BODY) - 1).project_page("demo", None)
@@ -370,9 +370,9 @@ async def test_body_over_the_limit_without_content_length_is_rejected(
 
 
 async def test_body_exactly_at_the_limit_is_accepted(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL,
         body=PAGE_BODY,
         content_type=JSON_V1,
@@ -384,9 +384,11 @@ async def test_body_exactly_at_the_limit_is_accepted(
     assert fetched.model.name == "demo"
 
 
-async def test_project_list_has_its_own_limit(make_client: MakeClient, upstream: Upstream) -> None:
-    upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+async def test_project_list_has_its_own_limit(
+    make_client: MakeClient, mock_upstream: Upstream
+) -> None:
+    mock_upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
     client = make_client(max_page_bytes=10_000_000, max_list_bytes=10)
 
     with pytest.raises(UpstreamError, match="over the limit of 10 bytes"):
@@ -395,9 +397,9 @@ async def test_project_list_has_its_own_limit(make_client: MakeClient, upstream:
 
 
 async def test_malformed_page_is_an_upstream_error_chained_to_the_parse_error(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, body=b'{"meta": ', content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=b'{"meta": ', content_type=JSON_V1)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -407,7 +409,7 @@ async def test_malformed_page_is_an_upstream_error_chained_to_the_parse_error(
 
 
 async def test_large_page_is_parsed_off_the_event_loop_with_the_same_result(
-    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, mock_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # aioresponses cannot feed a body of the real threshold's size; lower the threshold.
     threads: list[threading.Thread] = []
@@ -418,8 +420,8 @@ async def test_large_page_is_parsed_off_the_event_loop_with_the_same_result(
 
     monkeypatch.setattr(client_module, "_PARSE_IN_THREAD_ABOVE", len(PAGE_BODY))
     monkeypatch.setattr(client_module, "parse_project_page", parse)
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
-    upstream.reply(PAGE_URL, body=PAGE_BODY + b" ", content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY + b" ", content_type=JSON_V1)
     client = make_client()
 
     small = await fetch_page(client)
@@ -437,10 +439,10 @@ async def test_large_page_is_parsed_off_the_event_loop_with_the_same_result(
     "header", ["²", "١٢", str(2**63), str(2**64), "12a", "1e3", "+5", "٣"], ids=repr
 )
 async def test_last_serial_header_needs_ascii_digits_that_fit_a_bigint(
-    make_client: MakeClient, upstream: Upstream, header: str
+    make_client: MakeClient, mock_upstream: Upstream, header: str
 ) -> None:
     # "²".isdigit() is true and int("²") raises; 2**63 overflows PostgreSQL's bigint.
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers={"X-PyPI-Last-Serial": header}
     )
 
@@ -450,10 +452,10 @@ async def test_last_serial_header_needs_ascii_digits_that_fit_a_bigint(
 
 
 async def test_the_largest_bigint_serial_is_kept(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     serial = str(2**63 - 1)
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL, body=PAGE_BODY, content_type=JSON_V1, headers={"X-PyPI-Last-Serial": serial}
     )
 
@@ -463,7 +465,7 @@ async def test_the_largest_bigint_serial_is_kept(
 
 
 async def test_a_page_serial_out_of_bigint_range_is_dropped(
-    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, mock_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Whatever the parser lets through, what reaches a bigint column must fit one.
     def parse(*args: Any) -> ProjectPage:
@@ -471,7 +473,7 @@ async def test_a_page_serial_out_of_bigint_range_is_dropped(
         return msgspec.structs.replace(page, last_serial=2**63)
 
     monkeypatch.setattr(client_module, "parse_project_page", parse)
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
 
     fetched = await fetch_page(make_client())
 
@@ -483,9 +485,9 @@ UNUSABLE_VALIDATORS = ['"' + "x" * 1100 + '"', '"café"', '"tab\there"', ""]
 
 @pytest.mark.parametrize("value", UNUSABLE_VALIDATORS, ids=["long", "non-ascii", "tab", "empty"])
 async def test_unusable_etag_and_last_modified_are_dropped(
-    make_client: MakeClient, upstream: Upstream, value: str
+    make_client: MakeClient, mock_upstream: Upstream, value: str
 ) -> None:
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL,
         body=PAGE_BODY,
         content_type=JSON_V1,
@@ -498,23 +500,25 @@ async def test_unusable_etag_and_last_modified_are_dropped(
 
 
 async def test_unusable_validators_on_a_304_keep_the_known_ones(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=304, headers={"ETag": '"café"', "Last-Modified": "x" * 2000})
+    mock_upstream.reply(
+        PAGE_URL, status=304, headers={"ETag": '"café"', "Last-Modified": "x" * 2000}
+    )
     known = Validators('"abc"', "Mon, 01 Jan 2024 00:00:00 GMT", 41)
 
     assert await make_client().project_page("demo", known) == NotModified(known)
 
 
 async def test_unusable_known_validators_are_not_sent(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     # A row stored before validators were checked: no header injection, no conditional GET.
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
 
     await fetch_page(make_client(), Validators('"a"\r\nX-Injected: 1', "caf\u00e9", 3))
 
-    headers = sent_headers(upstream)
+    headers = sent_headers(mock_upstream)
     assert "if-none-match" not in headers
     assert "if-modified-since" not in headers
 
@@ -535,7 +539,7 @@ PARSER_FAILURES = [
 @pytest.mark.parametrize("exception", PARSER_FAILURES, ids=lambda e: type(e).__name__)
 async def test_any_page_parser_failure_is_an_upstream_error(
     make_client: MakeClient,
-    upstream: Upstream,
+    mock_upstream: Upstream,
     monkeypatch: pytest.MonkeyPatch,
     exception: Exception,
 ) -> None:
@@ -543,7 +547,7 @@ async def test_any_page_parser_failure_is_an_upstream_error(
         raise exception
 
     monkeypatch.setattr(client_module, "parse_project_page", parse)
-    upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, body=PAGE_BODY, content_type=JSON_V1)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -555,7 +559,7 @@ async def test_any_page_parser_failure_is_an_upstream_error(
 
 @pytest.mark.parametrize("stage", ["init", "feed", "close"])
 async def test_any_project_list_parser_failure_is_an_upstream_error(
-    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch, stage: str
+    make_client: MakeClient, mock_upstream: Upstream, monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:
     class Exploding:
         def __init__(self, content_type: str) -> None:
@@ -574,7 +578,7 @@ async def test_any_project_list_parser_failure_is_an_upstream_error(
                 raise RecursionError(f"deep in {at}")
 
     monkeypatch.setattr(client_module, "ProjectListParser", Exploding)
-    upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
+    mock_upstream.reply(BASE, body=LIST_BODY, content_type=JSON_V1)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_list(None)
@@ -584,7 +588,7 @@ async def test_any_project_list_parser_failure_is_an_upstream_error(
 
 
 async def test_project_list_is_fed_to_its_parser_piece_by_piece(
-    make_client: MakeClient, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+    make_client: MakeClient, mock_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fed: list[int] = []
 
@@ -598,7 +602,7 @@ async def test_project_list_is_fed_to_its_parser_piece_by_piece(
     body = json.dumps(
         {"meta": {"api-version": "1.0"}, "projects": [{"name": n} for n in names]}
     ).encode()
-    upstream.reply(BASE, body=gzip.compress(body), content_type=JSON_V1, headers=GZIP)
+    mock_upstream.reply(BASE, body=gzip.compress(body), content_type=JSON_V1, headers=GZIP)
 
     fetched = await make_client().project_list(None)
 
@@ -633,11 +637,11 @@ def _raw_deflate(data: bytes) -> bytes:
 )
 async def test_compressed_pages_are_decoded(
     make_client: MakeClient,
-    upstream: Upstream,
+    mock_upstream: Upstream,
     coding: str,
     encode: Callable[[bytes], bytes],
 ) -> None:
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL,
         body=encode(PAGE_BODY),
         content_type=JSON_V1,
@@ -647,14 +651,14 @@ async def test_compressed_pages_are_decoded(
     fetched = await fetch_page(make_client())
 
     assert [f.filename for f in fetched.model.files] == ["demo-1.0.tar.gz"]
-    assert sent_headers(upstream)["accept-encoding"] == "gzip, deflate"
+    assert sent_headers(mock_upstream)["accept-encoding"] == "gzip, deflate"
 
 
 async def test_a_gzip_bomb_page_is_refused_at_the_expanded_limit(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     bomb = gzip.compress(b" " * 5_000_000)  # about 5 KB
-    upstream.reply(PAGE_URL, body=bomb, content_type=JSON_V1, headers=GZIP)
+    mock_upstream.reply(PAGE_URL, body=bomb, content_type=JSON_V1, headers=GZIP)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client(max_page_bytes=1_000_000).project_page("demo", None)
@@ -663,10 +667,10 @@ async def test_a_gzip_bomb_page_is_refused_at_the_expanded_limit(
 
 
 async def test_a_gzip_bomb_project_list_is_refused_at_the_expanded_limit(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     bomb = gzip.compress(b"<html>" + b" " * 5_000_000)
-    upstream.reply(BASE, body=bomb, content_type="text/html", headers=GZIP)
+    mock_upstream.reply(BASE, body=bomb, content_type="text/html", headers=GZIP)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client(max_list_bytes=1_000_000).project_list(None)
@@ -675,11 +679,11 @@ async def test_a_gzip_bomb_project_list_is_refused_at_the_expanded_limit(
 
 
 async def test_a_gzip_bomb_metadata_file_is_refused(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     url = "http://upstream.test/files/demo/demo-1.0.tar.gz.metadata"
-    upstream.reply(url, body=gzip.compress(b"Metadata-Version: 2.1\n" * 100_000), headers=GZIP)
-    upstream.reply(url, body=gzip.compress(b"Metadata-Version: 2.1\n"), headers=GZIP)
+    mock_upstream.reply(url, body=gzip.compress(b"Metadata-Version: 2.1\n" * 100_000), headers=GZIP)
+    mock_upstream.reply(url, body=gzip.compress(b"Metadata-Version: 2.1\n"), headers=GZIP)
     client = make_client()
 
     with pytest.raises(UpstreamError, match="expands past the limit of 100000 bytes"):
@@ -697,9 +701,9 @@ async def test_a_gzip_bomb_metadata_file_is_refused(
     ids=["not-gzip", "truncated", "trailing-junk"],
 )
 async def test_undecodable_gzip_is_an_upstream_error(
-    make_client: MakeClient, upstream: Upstream, body: bytes, reason: str
+    make_client: MakeClient, mock_upstream: Upstream, body: bytes, reason: str
 ) -> None:
-    upstream.reply(PAGE_URL, body=body, content_type=JSON_V1, headers=GZIP)
+    mock_upstream.reply(PAGE_URL, body=body, content_type=JSON_V1, headers=GZIP)
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -709,9 +713,9 @@ async def test_undecodable_gzip_is_an_upstream_error(
 
 
 async def test_a_content_coding_we_did_not_ask_for_is_refused(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(
+    mock_upstream.reply(
         PAGE_URL, body=b"\x0b\x02", content_type=JSON_V1, headers={"Content-Encoding": "br"}
     )
 
@@ -733,28 +737,28 @@ def test_expanding_never_yields_a_piece_larger_than_a_chunk() -> None:
 
 
 async def test_a_file_is_asked_for_without_content_coding(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     url = "http://upstream.test/files/demo/demo-1.0.tar.gz"
-    upstream.reply(url, body=b"sdist bytes")
+    mock_upstream.reply(url, body=b"sdist bytes")
 
     async with make_client().file(url) as body:
         received = b"".join([chunk async for chunk in body.chunks])
 
     assert received == b"sdist bytes"
-    assert sent_headers(upstream, url)["accept-encoding"] == "identity"
+    assert sent_headers(mock_upstream, url)["accept-encoding"] == "identity"
 
 
 # -- redirects and credentials ----------------------------------------------------------------
 
 
 async def test_credentials_follow_redirects_on_the_upstream_origin_only(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     moved, elsewhere = f"{BASE}demo-moved/", "http://mirror.test/files/demo/demo-1.0.tar.gz"
-    upstream.reply(PAGE_URL, status=301, headers={"Location": "/simple/demo-moved/"})
-    upstream.reply(moved, body=PAGE_BODY, content_type=JSON_V1)
-    upstream.reply(elsewhere, body=b"x")
+    mock_upstream.reply(PAGE_URL, status=301, headers={"Location": "/simple/demo-moved/"})
+    mock_upstream.reply(moved, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(elsewhere, body=b"x")
     client = make_client(username="reader", password="s3cret", headers={"X-Token": "t0ken"})
 
     fetched = await fetch_page(client)
@@ -762,26 +766,26 @@ async def test_credentials_follow_redirects_on_the_upstream_origin_only(
         assert b"".join([chunk async for chunk in body.chunks]) == b"x"
 
     for url in (PAGE_URL, moved):
-        assert sent_headers(upstream, url)["x-token"] == "t0ken"
-        assert "authorization" in sent_headers(upstream, url)
-    at_mirror = sent_headers(upstream, elsewhere)
+        assert sent_headers(mock_upstream, url)["x-token"] == "t0ken"
+        assert "authorization" in sent_headers(mock_upstream, url)
+    at_mirror = sent_headers(mock_upstream, elsewhere)
     assert "x-token" not in at_mirror and "authorization" not in at_mirror
     # Relative file URLs are resolved against where the page really came from.
     assert fetched.model.files[0].url == "http://upstream.test/files/demo/demo-1.0.tar.gz"
 
 
 async def test_a_page_redirected_to_another_origin_is_not_found(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     mirror = "http://mirror.test/simple/demo/"
-    upstream.reply(PAGE_URL, status=303, headers={"Location": mirror})
-    upstream.reply(mirror, body=PAGE_BODY, content_type=JSON_V1)
+    mock_upstream.reply(PAGE_URL, status=303, headers={"Location": mirror})
+    mock_upstream.reply(mirror, body=PAGE_BODY, content_type=JSON_V1)
     client = make_client(headers={"X-Token": "t0ken"})
 
     with pytest.raises(UpstreamNotFound):
         await fetch_page(client)
 
-    assert ("GET", URL(mirror)) not in upstream.requests
+    assert ("GET", URL(mirror)) not in mock_upstream.requests
 
 
 @pytest.mark.parametrize(
@@ -790,23 +794,25 @@ async def test_a_page_redirected_to_another_origin_is_not_found(
     ids=["other-scheme", "other-port"],
 )
 async def test_a_file_redirected_to_another_origin_gets_no_credentials(
-    make_client: MakeClient, upstream: Upstream, elsewhere: str
+    make_client: MakeClient, mock_upstream: Upstream, elsewhere: str
 ) -> None:
     url = "http://upstream.test/files/f.whl"
-    upstream.reply(url, status=302, headers={"Location": elsewhere})
-    upstream.reply(elsewhere, body=b"wheel")
+    mock_upstream.reply(url, status=302, headers={"Location": elsewhere})
+    mock_upstream.reply(elsewhere, body=b"wheel")
     client = make_client(username="reader", password="s3cret", headers={"X-Token": "t0ken"})
 
     async with client.file(url) as body:
         assert b"".join([chunk async for chunk in body.chunks]) == b"wheel"
 
-    assert "x-token" in sent_headers(upstream, url)
-    assert "x-token" not in sent_headers(upstream, elsewhere)
-    assert "authorization" not in sent_headers(upstream, elsewhere)
+    assert "x-token" in sent_headers(mock_upstream, url)
+    assert "x-token" not in sent_headers(mock_upstream, elsewhere)
+    assert "authorization" not in sent_headers(mock_upstream, elsewhere)
 
 
-async def test_redirects_end_after_a_few_hops(make_client: MakeClient, upstream: Upstream) -> None:
-    upstream.get(
+async def test_redirects_end_after_a_few_hops(
+    make_client: MakeClient, mock_upstream: Upstream
+) -> None:
+    mock_upstream.get(
         PAGE_URL,
         status=302,
         headers={"Location": PAGE_URL},
@@ -818,13 +824,13 @@ async def test_redirects_end_after_a_few_hops(make_client: MakeClient, upstream:
         await make_client().project_page("demo", None)
 
     assert raised.value.reason == f"refused: more than {client_module.MAX_REDIRECTS} redirects"
-    assert len(upstream.requests[("GET", URL(PAGE_URL))]) == client_module.MAX_REDIRECTS + 1
+    assert len(mock_upstream.requests[("GET", URL(PAGE_URL))]) == client_module.MAX_REDIRECTS + 1
 
 
 async def test_a_redirect_to_another_scheme_is_refused(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=302, headers={"Location": "file:///etc/passwd"})
+    mock_upstream.reply(PAGE_URL, status=302, headers={"Location": "file:///etc/passwd"})
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
@@ -833,24 +839,26 @@ async def test_a_redirect_to_another_scheme_is_refused(
 
 
 async def test_credentials_in_the_upstream_url_are_basic_auth_and_never_shown(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=503)
+    mock_upstream.reply(PAGE_URL, status=503)
     client = make_client(upstream="http://read%40er:s3cret@upstream.test/simple/")
 
     with pytest.raises(UpstreamError) as raised:
         await client.project_page("demo", None)
 
     expected = "Basic " + base64.b64encode(b"read@er:s3cret").decode()
-    assert sent_headers(upstream)["authorization"] == expected
+    assert sent_headers(mock_upstream)["authorization"] == expected
     assert raised.value.url == PAGE_URL
     assert "s3cret" not in str(raised.value)
 
 
-async def test_urls_in_errors_are_redacted(make_client: MakeClient, upstream: Upstream) -> None:
+async def test_urls_in_errors_are_redacted(
+    make_client: MakeClient, mock_upstream: Upstream
+) -> None:
     # A page may link files with userinfo; neither the URL nor aiohttp's text may show it.
     url = "http://user:pa55@upstream.test/files/f.whl"
-    upstream.reply(url, exception=aiohttp.ClientConnectionError(f"cannot reach {url}"))
+    mock_upstream.reply(url, exception=aiohttp.ClientConnectionError(f"cannot reach {url}"))
 
     with pytest.raises(UpstreamError) as raised:
         async with make_client().file(url):
@@ -863,23 +871,23 @@ async def test_urls_in_errors_are_redacted(make_client: MakeClient, upstream: Up
 # -- the host policy --------------------------------------------------------------------------
 
 
-def requested(upstream: Upstream) -> list[str]:
-    return [str(url) for _method, url in upstream.requests]
+def requested(mock_upstream: Upstream) -> list[str]:
+    return [str(url) for _method, url in mock_upstream.requests]
 
 
 async def test_file_hosts_refuses_any_other_host_before_sending_anything(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     listed, own = "http://files.test/f.metadata", "http://upstream.test/f.metadata"
-    upstream.reply(listed, body=b"listed")
-    upstream.reply(own, body=b"own")
+    mock_upstream.reply(listed, body=b"listed")
+    mock_upstream.reply(own, body=b"own")
     client = make_client(file_hosts=["files.test"])
 
     with pytest.raises(UpstreamError) as raised:
         await client.small_file("http://elsewhere.test/f.metadata", 100)
 
     assert raised.value.reason == "refused: host elsewhere.test is not in file-hosts"
-    assert requested(upstream) == []
+    assert requested(mock_upstream) == []
     assert await client.small_file(listed, 100) == b"listed"
     assert await client.small_file(own, 100) == b"own"
 
@@ -898,33 +906,33 @@ async def test_file_hosts_refuses_any_other_host_before_sending_anything(
     ids=["metadata-service", "loopback", "mapped-private", "unspecified"],
 )
 async def test_a_public_upstream_may_not_send_us_to_inner_addresses(
-    make_client: MakeClient, upstream: Upstream, url: str, reason: str
+    make_client: MakeClient, mock_upstream: Upstream, url: str, reason: str
 ) -> None:
     with pytest.raises(UpstreamError) as raised:
         async with make_client().file(url):
             pass
 
     assert raised.value.reason.startswith(reason)
-    assert requested(upstream) == []
+    assert requested(mock_upstream) == []
 
 
 async def test_a_redirect_to_an_inner_address_is_refused(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
-    upstream.reply(PAGE_URL, status=302, headers={"Location": "http://127.0.0.1:6379/"})
+    mock_upstream.reply(PAGE_URL, status=302, headers={"Location": "http://127.0.0.1:6379/"})
 
     with pytest.raises(UpstreamError) as raised:
         await make_client().project_page("demo", None)
 
     assert raised.value.reason.startswith("refused: host 127.0.0.1 is a loopback address")
-    assert requested(upstream) == [PAGE_URL]
+    assert requested(mock_upstream) == [PAGE_URL]
 
 
 async def test_an_upstream_on_loopback_may_link_to_loopback(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     url = "http://127.0.0.2:8081/files/f.metadata"
-    upstream.reply(url, body=b"metadata")
+    mock_upstream.reply(url, body=b"metadata")
 
     client = make_client(upstream="http://127.0.0.1:8080/simple/")
 
@@ -935,15 +943,15 @@ async def test_an_upstream_on_loopback_may_link_to_loopback(
 
 
 async def test_a_download_has_its_own_overall_deadline(
-    make_client: MakeClient, upstream: Upstream
+    make_client: MakeClient, mock_upstream: Upstream
 ) -> None:
     url = "http://upstream.test/files/f.whl"
-    upstream.reply(url, body=b"wheel")
+    mock_upstream.reply(url, body=b"wheel")
 
     async with make_client(download_timeout=900.0, read_timeout=20.0).file(url):
         pass
 
-    timeout = upstream.requests[("GET", URL(url))][0].kwargs["timeout"]
+    timeout = mock_upstream.requests[("GET", URL(url))][0].kwargs["timeout"]
     # What was left of download-timeout when the request went out, however long that took:
     # still far above total-timeout, the deadline of a page.
     page_deadline = RepositoryConfig(name="pypi", upstream=BASE).total_timeout
