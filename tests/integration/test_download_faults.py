@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -39,7 +38,9 @@ from mypypi2.queries import files as files_queries
 from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
-from tests.integration.test_files import (
+from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import Clock, RunningCache, StartCache, repository
+from tests.support.files import (
     SDIST,
     Store,
     assert_nothing_stored,
@@ -50,12 +51,12 @@ from tests.integration.test_files import (
     file_row,
     our_path,
     raw_get,
+    s3_client,
     s3_store,
+    sha256,
     upstream_path,
     wait_stored,
 )
-from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
-from tests.support.cache import Clock, RunningCache, StartCache, repository
 from tests.support.process import Launch, clean_environ, write_config
 from tests.support.waiting import eventually
 
@@ -88,10 +89,6 @@ async def page_files(http: aiohttp.ClientSession, cache: RunningCache) -> dict[s
     answer = await fetch(http, cache.url + "/pypi/simple/demo/", {"Accept": JSON_V1})
     assert answer.status == 200
     return {entry["filename"]: entry for entry in json.loads(answer.body)["files"]}
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- 1. a body longer than the page's size ----------------------------------------------------
@@ -327,9 +324,7 @@ def delete_object(store: Store, key: str) -> None:
     if store.kind == "disk":
         (Path(store.config.path) / key).unlink()
     else:
-        from tests.integration.test_files import _s3_client
-
-        _s3_client(store.config).delete_object(Bucket=store.config.bucket, Key=key)
+        s3_client(store.config).delete_object(Bucket=store.config.bucket, Key=key)
 
 
 async def test_an_object_the_store_lost_is_fetched_again(
