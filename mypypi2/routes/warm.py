@@ -12,7 +12,7 @@ take each answer from routes/headers.py, so the two cannot drift apart.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -44,8 +44,10 @@ class WarmPath:
             await self._app(scope, receive, send)
 
 
-def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    return dict(raw)  # ASGI servers give lowercase names
+def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    # ASGI servers give lowercase names (and, granian and hypercorn alike, a list). The first
+    # of a repeated field wins, as in the routes' Headers.get: both must read one request alike.
+    return dict(reversed(raw))
 
 
 async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Send) -> bool:

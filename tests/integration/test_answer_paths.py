@@ -23,12 +23,11 @@ from starlette.types import ASGIApp
 
 from mypypi2.config import SERVERS
 from tests import dists
-from tests.integration.test_cli import Launch, clean_environ, write_config
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
-from tests.integration.test_client_input import RouteSpy
-from tests.integration.test_download_faults import PathsendAsBody
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.apps import PathsendAsBody, RouteSpy
 from tests.support.cache import StartCache
+from tests.support.process import Launch, clean_environ, write_config
 from tests.support.waiting import eventually
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -45,12 +44,15 @@ _SERVERS_OWN = (b"date", b"server")
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
-async def request(port: int, method: str, target: str, headers: dict[str, str]) -> Answer:
+async def request(
+    port: int, method: str, target: str, headers: dict[str, str] | list[tuple[str, str]]
+) -> Answer:
     """One request over a raw socket: the status, header lines and body exactly as sent."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        lines += [f"{name}: {value}" for name, value in pairs]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 30)
@@ -183,6 +185,31 @@ async def test_warm_path_and_routes_answer_alike(
     assert spy.paths == [FILE, FILE, FILE, FILE, FILE, FILE, FILE, METADATA]
     assert upstream.hits["/simple/demo/"] == 1
     assert upstream.hits[f"/files/demo/{WHEEL.filename}"] == 1
+
+
+async def test_a_header_sent_twice_is_read_alike_by_both_paths(
+    start_cache: StartCache, upstream: LocalUpstream
+) -> None:
+    """Both read the first of repeated fields (Starlette's Headers.get); the warm path read
+    the last, so the same request got gzip from one path and zstd from the other."""
+    upstream.add(UpstreamProject("demo", [*FILES, WHEEL]))
+    cache = await start_cache()
+    first = await request(cache.port, "GET", PAGE, {"Accept": JSON_V1})
+    etag = header(first, b"etag")
+    assert etag is not None
+    twice = [
+        ("Accept", JSON_V1),
+        ("Accept-Encoding", "gzip"),
+        ("Accept-Encoding", "zstd"),
+        ("If-None-Match", '"other"'),
+        ("If-None-Match", etag.decode()),
+    ]
+
+    warm = await request(cache.port, "GET", PAGE, twice)
+    routed = await request(cache.port, "GET", PAGE + ROUTED, twice)
+
+    assert warm == routed
+    assert (warm[0], header(warm, b"content-encoding")) == (200, b"gzip")
 
 
 @pytest.fixture
