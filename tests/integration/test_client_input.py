@@ -19,10 +19,11 @@ import aiohttp
 import asyncpg
 import pytest
 from multidict import CIMultiDictProxy
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mypypi2.routes.warm import WarmPath
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+
+# Named here too for test_answer_paths, which still imports it from this module.
+from tests.support.apps import RouteSpy as RouteSpy
 from tests.support.cache import RunningCache, StartCache
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
@@ -48,25 +49,6 @@ async def raw_get(
     status_line, *header_lines = head.split(b"\r\n")
     fields = dict(line.split(b": ", 1) for line in header_lines)
     return int(status_line.split(b" ")[1]), {k.lower(): v for k, v in fields.items()}
-
-
-class RouteSpy:
-    """Records the paths of the requests the warm path passed on to the routes."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        assert isinstance(app, WarmPath)
-        routes = app._app
-
-        async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http":
-                self.paths.append(scope["path"])
-            await routes(scope, receive, send)
-
-        app._app = recorded
-        return app
 
 
 async def project_rows(dsn: str) -> list[str]:

@@ -30,7 +30,6 @@ import msgspec
 import pytest
 import yarl
 from multidict import CIMultiDictProxy
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mypypi2 import download as download_module
 from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
@@ -39,6 +38,9 @@ from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
+
+# Named here too for test_answer_paths, which still imports it from this module.
+from tests.support.apps import PathsendAsBody as PathsendAsBody
 from tests.support.cache import Clock, RunningCache, StartCache, repository
 from tests.support.files import (
     SDIST,
@@ -281,32 +283,6 @@ async def test_republished_metadata_replaces_the_kept_body_in_every_worker(
 
 
 # -- 3. objects the store lost; filenames too long for a path component ------------------------
-
-
-class PathsendAsBody:
-    """Stands in for a server with zero-copy `http.response.pathsend` (granian) in front of
-    the app: the warm path answers files only when the server offers it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        scope = {
-            **scope,
-            "extensions": {**scope.get("extensions", {}), "http.response.pathsend": {}},
-        }
-
-        async def send_pathsend(message: Message) -> None:
-            if message["type"] == "http.response.pathsend":
-                # Raises for a missing file, as such a server fails it (granian: a 404).
-                body = Path(message["path"]).read_bytes()  # noqa: ASYNC240 - a small file
-                message = {"type": "http.response.body", "body": body}
-            await send(message)
-
-        await self._app(scope, receive, send_pathsend)
 
 
 @pytest.fixture(params=["disk", "disk-warm-path", "s3", "s3-stream"])
