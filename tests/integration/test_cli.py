@@ -25,6 +25,7 @@ from mypypi2.config import Config
 from tests.local_upstream import LocalUpstream
 from tests.support.cache import free_port
 from tests.support.database import scratch_database
+from tests.support.http import JSON_V1
 from tests.support.process import (
     DEMO_FILES,
     Server,
@@ -41,7 +42,6 @@ from tests.support.process import clean_environ as clean_environ
 from tests.support.process import write_config as write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 DEMO_VERSIONS = ["2.0", "1.1", "1.0"]  # newest first, as pip lists them
 
 

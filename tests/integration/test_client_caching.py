@@ -36,10 +36,9 @@ from tests.clients import (
 )
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, RunningCache, StartCache, repository
-from tests.support.http import Answer
+from tests.support.http import JSON_V1, Answer
 from tests.support.http import get as http_get
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 MEDIA_TYPES = [JSON_V1, HTML_V1, "text/html"]
 PATH = "/simple/demo/"

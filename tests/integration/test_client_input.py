@@ -21,12 +21,12 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
-
-# Named here too for test_answer_paths, which still imports it from this module.
 from tests.support.apps import RouteSpy as RouteSpy
 from tests.support.cache import RunningCache, StartCache
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
+# Named here too for test_answer_paths, which still imports it from this module.
+from tests.support.http import JSON_V1
+
 # Enough files for the page to be worth compressing, so Accept-Encoding is read too.
 FILES = [UpstreamFile(f"demo-1.{i}.tar.gz", f"sdist {i}".encode()) for i in range(30)]
 

@@ -16,7 +16,6 @@ from tests.support.cache import Clock, StartCache, repository
 from tests.support.http import get as http_get
 from tests.support.waiting import eventually
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
 FILES = [UpstreamFile("demo-1.0.tar.gz", b"one"), UpstreamFile("demo-1.1.tar.gz", b"two")]
 

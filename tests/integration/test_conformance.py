@@ -15,10 +15,9 @@ import pytest
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import RunningCache, StartCache, repository
-from tests.support.http import Answer
+from tests.support.http import JSON_V1, Answer
 from tests.support.http import get as http_get
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 PIP_ACCEPT = f"{JSON_V1}, {HTML_V1}; q=0.1, text/html; q=0.01"
 UV_ACCEPT = f"{JSON_V1}, {HTML_V1};q=0.2, text/html;q=0.01"

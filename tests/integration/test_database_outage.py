@@ -34,7 +34,6 @@ from tests.support.http import Answer
 from tests.support.http import get as http_get
 from tests.support.waiting import eventually
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 STALE = "X-Mypypi2-Stale"
 # A request that hangs fails the test instead of the whole run (never reached when it passes).
 HANG = aiohttp.ClientTimeout(total=60)

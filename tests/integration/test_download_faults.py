@@ -38,8 +38,6 @@ from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
-
-# Named here too for test_answer_paths, which still imports it from this module.
 from tests.support.apps import PathsendAsBody as PathsendAsBody
 from tests.support.cache import Clock, RunningCache, StartCache, repository
 from tests.support.files import (
@@ -59,10 +57,12 @@ from tests.support.files import (
     upstream_path,
     wait_stored,
 )
+
+# Named here too for test_answer_paths, which still imports it from this module.
+from tests.support.http import JSON_V1
 from tests.support.process import Launch, clean_environ, write_config
 from tests.support.waiting import eventually
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 SIZE = len(SDIST.content)
 
 

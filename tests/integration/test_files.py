@@ -45,10 +45,9 @@ from tests.support.files import (
     upstream_path,
     wait_stored,
 )
-from tests.support.http import Answer
+from tests.support.http import JSON_V1, Answer
 from tests.support.waiting import eventually
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 MIB = 1024 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 PAGE = "/simple/demo/"

@@ -37,10 +37,9 @@ from tests.local_upstream import (
 )
 from tests.support.apps import StateSpy
 from tests.support.cache import Clock, RunningCache, StartCache, repository
-from tests.support.http import Answer, get
+from tests.support.http import JSON_V1, Answer, get
 from tests.support.waiting import eventually
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
 OLD = UpstreamFile("demo-1.0.tar.gz", b"the first sdist")
 NEW = UpstreamFile("demo-2.0.tar.gz", b"a later sdist")

@@ -20,10 +20,9 @@ from mypypi2.page_kinds import NOT_FOUND_DELETED_AT_ONCE, NOT_FOUND_KEPT_SECONDS
 from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, repository
-from tests.support.http import Answer
+from tests.support.http import JSON_V1, Answer
 from tests.support.http import get as http_get
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
 GOOD = UpstreamFile("demo-1.0.tar.gz", b"the real sdist")
 STALE = "X-Mypypi2-Stale"

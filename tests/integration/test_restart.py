@@ -8,9 +8,8 @@ import pytest
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, repository
-from tests.support.http import get
+from tests.support.http import JSON_V1, get
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGES = ["/pypi/simple/demo/", "/pypi/simple/"]
 FORMATS = [JSON_V1, "text/html"]
 

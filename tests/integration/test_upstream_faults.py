@@ -19,10 +19,9 @@ import pytest
 from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, free_port, repository
-from tests.support.http import Answer
+from tests.support.http import JSON_V1, Answer
 from tests.support.http import get as http_get
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PATH = "/simple/demo/"
 GOOD = UpstreamFile("demo-1.0.tar.gz", b"the real sdist", requires_python=">=3.9")
 NEW = UpstreamFile("demo-2.0.tar.gz", b"a later sdist")

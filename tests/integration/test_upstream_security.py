@@ -28,10 +28,9 @@ from mypypi2.upstream.client import Fetched, UpstreamClient
 from tests import fake_dns
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject, _json_page
 from tests.support.cache import Clock, StartCache, repository
-from tests.support.http import Answer
+from tests.support.http import JSON_V1, Answer
 from tests.support.http import get as http_get
 
-JSON_V1 = "application/vnd.pypi.simple.v1+json"
 PAGE = "/simple/demo/"
 SDIST = UpstreamFile("demo-1.0.tar.gz", b"the real sdist")
 FILE = f"/files/demo/{SDIST.filename}"
