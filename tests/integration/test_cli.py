@@ -28,18 +28,16 @@ from tests.support.database import scratch_database
 from tests.support.http import JSON_V1
 from tests.support.process import (
     DEMO_FILES,
+    Launch,
     Server,
     add_demo,
+    clean_environ,
     get_as_pip,
     mypypi2,
     open_logs,
     run,
+    write_config,
 )
-
-# Named here too for test modules that still import them from this one (test_answer_paths).
-from tests.support.process import Launch as Launch
-from tests.support.process import clean_environ as clean_environ
-from tests.support.process import write_config as write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_VERSIONS = ["2.0", "1.1", "1.0"]  # newest first, as pip lists them

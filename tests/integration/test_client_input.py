@@ -21,10 +21,8 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
-from tests.support.apps import RouteSpy as RouteSpy
+from tests.support.apps import RouteSpy
 from tests.support.cache import RunningCache, StartCache
-
-# Named here too for test_answer_paths, which still imports it from this module.
 from tests.support.http import JSON_V1
 
 # Enough files for the page to be worth compressing, so Accept-Encoding is read too.

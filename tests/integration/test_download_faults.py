@@ -38,7 +38,7 @@ from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
 from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
-from tests.support.apps import PathsendAsBody as PathsendAsBody
+from tests.support.apps import PathsendAsBody
 from tests.support.cache import Clock, RunningCache, StartCache, repository
 from tests.support.files import (
     SDIST,
@@ -57,8 +57,6 @@ from tests.support.files import (
     upstream_path,
     wait_stored,
 )
-
-# Named here too for test_answer_paths, which still imports it from this module.
 from tests.support.http import JSON_V1
 from tests.support.process import Launch, clean_environ, write_config
 from tests.support.waiting import eventually
