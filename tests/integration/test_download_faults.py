@@ -20,7 +20,6 @@ import asyncio
 import datetime as dt
 import json
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ import asyncpg
 import msgspec
 import pytest
 import yarl
-from multidict import CIMultiDictProxy
 
 from mypypi2 import download as download_module
 from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
@@ -45,6 +43,7 @@ from tests.support.files import (
     Store,
     assert_nothing_stored,
     assert_stored,
+    attempt,
     content,
     disk_store,
     fetch,
@@ -62,27 +61,6 @@ from tests.support.process import Launch, clean_environ, write_config
 from tests.support.waiting import eventually
 
 SIZE = len(SDIST.content)
-
-
-@dataclass(frozen=True)
-class Received:
-    """A download that may break: status, headers, what arrived, and how the body ended."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-    error: BaseException | None
-
-
-async def receive(http: aiohttp.ClientSession, url: str) -> Received:
-    async with http.get(url) as response:
-        body = bytearray()
-        try:
-            async for chunk in response.content.iter_any():
-                body += chunk
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            return Received(response.status, response.headers, bytes(body), exc)
-        return Received(response.status, response.headers, bytes(body), None)
 
 
 async def page_files(http: aiohttp.ClientSession, cache: RunningCache) -> dict[str, Any]:
@@ -115,7 +93,7 @@ async def test_an_overlong_body_is_cut_short_and_stores_nothing(
     cache = await start_cache(storage=store.config)
     url = cache.url + our_path(SDIST)
 
-    broken = await receive(http, url)
+    broken = await attempt(http, url)
 
     if broken.status == 200:
         assert broken.headers["Content-Length"] == str(SIZE)
@@ -126,7 +104,7 @@ async def test_an_overlong_body_is_cut_short_and_stores_nothing(
         assert broken.status == 502
     await assert_nothing_stored(db, store, SDIST)
 
-    retried = await receive(http, url)
+    retried = await attempt(http, url)
 
     assert (retried.status, retried.error, retried.body) == (200, None, SDIST.content)
     await assert_stored(db, store, SDIST)
@@ -162,7 +140,7 @@ async def test_an_overlong_body_is_cut_short_by_every_server(
     server = await launch(tmp_path, clean_environ(), "--workers", "1", "--server", server_name)
 
     for _ in range(4):  # a fresh download each time: the upstream never mends
-        broken = await receive(http, server.url + our_path(SDIST))
+        broken = await attempt(http, server.url + our_path(SDIST))
 
         assert broken.status in (200, 502)
         assert broken.error is not None or broken.status == 502
@@ -321,7 +299,7 @@ async def test_an_object_the_store_lost_is_fetched_again(
     if store.kind != "s3":
         # A worker that holds the file in memory notices when the object fails to open.
         delete_object(store, store.key(SDIST))
-        again = await receive(http, url)
+        again = await attempt(http, url)
         hits += 1
 
         assert (again.status, again.error, again.body) == (200, None, SDIST.content)
@@ -330,7 +308,7 @@ async def test_an_object_the_store_lost_is_fetched_again(
     # gets: the bucket is not asked on every request).
     delete_object(store, store.key(SDIST))
     fresh = await start_cache(storage=store.config, wrap=wrap)
-    elsewhere = await receive(http, fresh.url + our_path(SDIST))
+    elsewhere = await attempt(http, fresh.url + our_path(SDIST))
     hits += 1
 
     assert (elsewhere.status, elsewhere.error, elsewhere.body) == (200, None, SDIST.content)
@@ -398,7 +376,7 @@ async def test_an_object_lost_behind_a_warm_worker_is_fetched_again_by_every_ser
             assert (await fetch(http, url)).body == SDIST.content
         delete_object(store, store.key(SDIST))
 
-        again = await receive(http, url)
+        again = await attempt(http, url)
 
         assert (again.status, again.error, again.body) == (200, None, SDIST.content)
         await assert_stored(db, store, SDIST)
@@ -478,7 +456,7 @@ async def test_a_claim_whose_leader_went_away_is_taken_over(
         SIZE,
     )
 
-    answer = await receive(http, cache.url + our_path(SDIST))
+    answer = await attempt(http, cache.url + our_path(SDIST))
 
     assert (answer.status, answer.error, answer.body) == (200, None, SDIST.content)
     assert upstream.hits[upstream_path(SDIST)] == 1
@@ -501,7 +479,7 @@ async def test_a_failure_before_the_first_byte_is_a_clean_502(
     store = disk_store(tmp_path)
     cache = await start_cache(storage=store.config)
 
-    answer = await receive(http, cache.url + our_path(SDIST))
+    answer = await attempt(http, cache.url + our_path(SDIST))
 
     assert (answer.status, answer.error) == (502, None)
     assert upstream_path(SDIST).encode() in answer.body  # the reason, for the operator
@@ -522,13 +500,13 @@ async def test_a_follower_waits_for_its_attempt_not_an_older_failure(
     second = await start_cache(storage=store.config)
     # Failed once the upstream had answered: a row saying failed stays behind.
     upstream.fail(upstream_path(SDIST), Fault(truncate=0, times=1))
-    failed = await receive(http, first.url + our_path(SDIST))
+    failed = await attempt(http, first.url + our_path(SDIST))
     assert failed.status == 502 or failed.error is not None
     assert await db.fetchval("SELECT state FROM file_downloads") == "failed"
     gate = asyncio.Event()
     upstream.fail(upstream_path(SDIST), Fault(gate=gate))
 
-    leading = asyncio.create_task(receive(http, first.url + our_path(SDIST)))
+    leading = asyncio.create_task(attempt(http, first.url + our_path(SDIST)))
 
     async def leader_asked() -> bool:
         return upstream.hits[upstream_path(SDIST)] == 2
@@ -544,7 +522,7 @@ async def test_a_follower_waits_for_its_attempt_not_an_older_failure(
         return await get_download(*args)
 
     monkeypatch.setattr(files_queries, "get_download", counted)
-    following = asyncio.create_task(receive(http, second.url + our_path(SDIST)))
+    following = asyncio.create_task(attempt(http, second.url + our_path(SDIST)))
 
     # A follower misled by the old row fails at its first look; ours looks again and again.
     async def follower_keeps_waiting() -> bool:

@@ -33,6 +33,7 @@ from tests.support.files import (
     Store,
     assert_nothing_stored,
     assert_stored,
+    attempt,
     content,
     disk_store,
     fetch,
@@ -73,15 +74,6 @@ class Served:
     final: Answer  # what the client ends with, the redirect followed
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """A download that may break: the status, what arrived, and how the body ended."""
-
-    status: int
-    body: bytes
-    error: BaseException | None
-
-
 async def download(
     http: aiohttp.ClientSession,
     store: Store,
@@ -99,21 +91,6 @@ async def download(
     # Clients take the filename from the URL path, so the redirect must end with it too.
     assert yarl.URL(location, encoded=True).path.endswith("/" + url.rsplit("/", 1)[1])
     return Served(ours, await fetch(http, yarl.URL(location, encoded=True), headers, method))
-
-
-async def attempt(
-    http: aiohttp.ClientSession, url: str, first_chunk: asyncio.Event | None = None
-) -> Attempt:
-    async with http.get(url) as response:
-        body = bytearray()
-        try:
-            async for chunk in response.content.iter_any():
-                body += chunk
-                if first_chunk is not None:
-                    first_chunk.set()
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            return Attempt(response.status, bytes(body), exc)
-        return Attempt(response.status, bytes(body), None)
 
 
 # -- the database ---------------------------------------------------------------------------

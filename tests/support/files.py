@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import yarl
+from multidict import CIMultiDictProxy
 
 from mypypi2.config import StorageConfig
 from tests.local_upstream import UpstreamFile
@@ -157,3 +158,29 @@ async def assert_nothing_stored(db: asyncpg.Connection, store: Store, file: Upst
     assert (row["stored_key"], row["stored_size"], row["stored_sha256"]) == (None, None, None)
     assert store.objects() == []
     assert store.spooled() == []
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A download that may break: status, headers, what arrived, and how the body ended."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    error: BaseException | None
+
+
+async def attempt(
+    http: aiohttp.ClientSession, url: str, first_chunk: asyncio.Event | None = None
+) -> Attempt:
+    """GET `url` to the end or until it breaks; `first_chunk` is set when bytes arrive."""
+    async with http.get(url) as response:
+        body = bytearray()
+        try:
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if first_chunk is not None:
+                    first_chunk.set()
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            return Attempt(response.status, response.headers, bytes(body), exc)
+        return Attempt(response.status, response.headers, bytes(body), None)
