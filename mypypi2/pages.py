@@ -55,7 +55,6 @@ from mypypi2.errors import (
     UpstreamNotFound,
     UpstreamTimeout,
 )
-from mypypi2.freshness import DATABASE_RETRY_SECONDS, ERROR_RETRY_SECONDS
 from mypypi2.lru import LRU
 from mypypi2.models import ProjectList, ProjectPage
 from mypypi2.page_kinds import Kind, M, ProjectListKind, ProjectPageKind
@@ -67,8 +66,6 @@ from mypypi2.upstream.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
-# The pauses are freshness decisions; they stay importable from here for the tests.
-__all__ = ["DATABASE_RETRY_SECONDS", "ERROR_RETRY_SECONDS", "Pages", "purge"]
 # A refresh's lease on its page, renewed every third of it while the upstream is asked: a
 # crashed holder's page is taken over within this long.
 LEASE_SECONDS = 10.0

@@ -23,7 +23,8 @@ from mypypi2 import db
 from mypypi2 import pages as pages_module
 from mypypi2.config import Config, DatabaseConfig, RepositoryConfig
 from mypypi2.db import KeptConnection
-from mypypi2.pages import DATABASE_RETRY_SECONDS, Pages
+from mypypi2.freshness import DATABASE_RETRY_SECONDS
+from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, notify_purged
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.postgres_server import PostgresServer

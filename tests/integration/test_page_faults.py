@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from mypypi2.config import RepositoryConfig
+from mypypi2.freshness import ERROR_RETRY_SECONDS
 from mypypi2.page_kinds import NOT_FOUND_DELETED_AT_ONCE, NOT_FOUND_KEPT_SECONDS
-from mypypi2.pages import ERROR_RETRY_SECONDS
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, repository
 from tests.support.http import JSON_V1, Answer

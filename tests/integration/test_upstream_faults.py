@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from mypypi2.pages import ERROR_RETRY_SECONDS
+from mypypi2.freshness import ERROR_RETRY_SECONDS
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.cache import Clock, StartCache, free_port, repository
 from tests.support.http import JSON_V1, Answer
