@@ -10,7 +10,8 @@ import pytest
 import zstandard
 
 from mypypi2 import snapshot
-from mypypi2.snapshot import ENCODINGS, Representation, Snapshot
+from mypypi2.negotiate import CODINGS as ENCODINGS
+from mypypi2.snapshot import Representation, Snapshot
 
 BODY = b'{"meta": {"api-version": "1.1"}, "name": "demo", "files": []}' * 40
 ETAG = '"0123456789abcdef"'
