@@ -199,7 +199,9 @@ async def uv_install(index: str, work: Path, env: Env) -> Path:
     return python
 
 
-async def poetry_install(index: str, work: Path, env: Env) -> Path:
+async def poetry_install(
+    index: str, work: Path, env: Env, dependencies: tuple[str, ...] = ("app",)
+) -> Path:
     project = work / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text(
@@ -209,7 +211,7 @@ async def poetry_install(index: str, work: Path, env: Env) -> Path:
             name = "consumer"
             version = "0"
             requires-python = ">=3.11,<4"
-            dependencies = ["app"]
+            dependencies = {json.dumps(list(dependencies))}
 
             [tool.poetry]
             package-mode = false

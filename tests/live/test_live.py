@@ -16,14 +16,13 @@ import asyncio
 import os
 import re
 import sys
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.clients import Env, ProxyTrap, isolated_env, new_venv, run
+from tests.clients import Env, ProxyTrap, isolated_env, new_venv, poetry_install, run
 from tests.support.cache import free_port
 from tests.support.process import Server
 
@@ -171,38 +170,6 @@ async def test_poetry_locks_and_installs(
     index: str, work: tuple[Path, Env], proxy_trap: ProxyTrap
 ) -> None:
     path, env = work
-    project = path / "project"
-    project.mkdir()
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [project]
-            name = "consumer"
-            version = "0"
-            requires-python = ">=3.11,<4"
-            dependencies = ["requests", "six"]
-
-            [tool.poetry]
-            package-mode = false
-
-            [[tool.poetry.source]]
-            name = "cache"
-            url = "{index}"
-            priority = "primary"
-            """
-        )
-    )
-    env = env | {
-        "POETRY_CONFIG_DIR": str(path / "poetry-config"),
-        "POETRY_CACHE_DIR": str(path / "poetry-cache"),
-        "POETRY_DATA_DIR": str(path / "poetry-data"),
-        "POETRY_VIRTUALENVS_IN_PROJECT": "true",
-        "POETRY_VIRTUALENVS_USE_POETRY_PYTHON": "true",
-        "POETRY_NO_INTERACTION": "1",
-        "POETRY_KEYRING_ENABLED": "false",
-    }
-    await run(BIN / "poetry", "lock", cwd=project, env=env)
-    await run(BIN / "poetry", "install", "--no-root", cwd=project, env=env)
-    python = project / ".venv" / "bin" / "python"
-    await check_imports(python, "requests, six", project, env)
+    python = await poetry_install(index, path, env, ("requests", "six"))
+    await check_imports(python, "requests, six", path, env)
     assert proxy_trap.requests == []
