@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import TypedDict
 
 from starlette.applications import Starlette
@@ -15,7 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
 from mypypi2.clock import Clock
-from mypypi2.config import Config, data_dir
+from mypypi2.config import Config
 from mypypi2.db import SERVER_OUTAGES, Database, KeptConnection
 from mypypi2.errors import (
     DatabaseUnavailable,
@@ -34,9 +33,7 @@ from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.routes.warm import WarmPath
-from mypypi2.storage import Storage
-from mypypi2.storage.disk import DiskStorage
-from mypypi2.storage.s3 import S3Storage
+from mypypi2.storage.configured import open_storage
 from mypypi2.upstream.client import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -136,35 +133,3 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     )
     # Requests answerable from this worker's memory skip the framework (see routes/warm.py).
     return WarmPath(routed)
-
-
-async def open_storage(config: Config, stack: AsyncExitStack) -> Storage:
-    """The configured store; resources it opens are closed with `stack`."""
-    settings = config.storage
-    if settings.backend == "disk":
-        return DiskStorage(Path(settings.path) if settings.path else data_dir(config) / "files")
-    from aiobotocore.config import AioConfig
-    from aiobotocore.session import get_session
-
-    client = await stack.enter_async_context(
-        get_session().create_client(
-            "s3",
-            endpoint_url=settings.endpoint_url or None,
-            region_name=settings.region or None,
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key,
-            config=AioConfig(
-                signature_version="s3v4", s3={"addressing_style": settings.addressing_style}
-            ),
-        )
-    )
-    return S3Storage(
-        client,
-        bucket=settings.bucket,
-        prefix=settings.prefix,
-        spool_dir=data_dir(config) / "incoming",
-        redirect_status=settings.redirect_status if settings.redirect else 0,
-        public_url=settings.public_url,
-        presign_seconds=settings.presign_seconds,
-        part_size=settings.part_size,
-    )
