@@ -39,3 +39,11 @@ class ProjectPage(msgspec.Struct, frozen=True):
 class ProjectList(msgspec.Struct, frozen=True):
     names: tuple[str, ...]  # as the upstream displays them, in its order
     last_serial: int | None = None
+
+
+class Validators(msgspec.Struct, frozen=True):
+    """What the upstream told us to identify its answer, sent back on revalidation."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    last_serial: int | None = None

@@ -12,11 +12,11 @@ from typing import Protocol, TypeVar
 
 from mypypi2 import render
 from mypypi2.config import RepositoryConfig
-from mypypi2.models import ProjectList, ProjectPage
+from mypypi2.models import ProjectList, ProjectPage, Validators
 from mypypi2.negotiate import JSON_V1
-from mypypi2.queries import Executor, PageState, Validators, project_lists, projects
+from mypypi2.queries import Executor, PageState, project_lists, projects
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
-from mypypi2.upstream.urls import redact_url, split_userinfo
+from mypypi2.urls import redact_url, split_userinfo
 
 M = TypeVar("M", ProjectPage, ProjectList)
 # Not-found rows whose negative TTL ended longer ago than this are deleted, a few at a time

@@ -56,9 +56,9 @@ from mypypi2.errors import (
     UpstreamTimeout,
 )
 from mypypi2.lru import LRU
-from mypypi2.models import ProjectList, ProjectPage
+from mypypi2.models import ProjectList, ProjectPage, Validators
 from mypypi2.page_kinds import Kind, M, ProjectListKind, ProjectPageKind
-from mypypi2.queries import Executor, PageState, Validators, locks, project_lists, projects
+from mypypi2.queries import Executor, PageState, locks, project_lists, projects
 from mypypi2.queries.notifications import Purged
 from mypypi2.snapshot import STALE_DATABASE, STALE_UPSTREAM, Snapshot
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient

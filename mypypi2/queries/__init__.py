@@ -32,11 +32,3 @@ class PageState(msgspec.Struct, frozen=True):
     last_serial: int | None
     content_hash: bytes | None
     purged: bool  # `mypypi2 purge` asked for a refetch
-
-
-class Validators(msgspec.Struct, frozen=True):
-    """What the upstream told us to identify its answer, sent back on revalidation."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-    last_serial: int | None = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mypypi2.models import ProjectList
-from mypypi2.queries import Executor, PageState, Validators
+from mypypi2.models import ProjectList, Validators
+from mypypi2.queries import Executor, PageState
 
 SELECT_STATE = """
 SELECT true AS found, revision, changed_at, checked_at, etag, last_modified, last_serial,

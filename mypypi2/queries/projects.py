@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from mypypi2.models import FileEntry, ProjectPage
-from mypypi2.queries import Executor, PageState, Validators
+from mypypi2.models import FileEntry, ProjectPage, Validators
+from mypypi2.queries import Executor, PageState
 from mypypi2.queries.notifications import Purged, notify_purged
 
 log = logging.getLogger(__name__)

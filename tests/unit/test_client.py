@@ -18,8 +18,7 @@ from yarl import URL
 
 from mypypi2.config import RepositoryConfig
 from mypypi2.errors import MalformedPage, UpstreamError, UpstreamNotFound, UpstreamTimeout
-from mypypi2.models import ProjectList, ProjectPage
-from mypypi2.queries import Validators
+from mypypi2.models import ProjectList, ProjectPage, Validators
 from mypypi2.upstream import client as client_module
 from mypypi2.upstream.client import ACCEPT, Fetched, NotModified, UpstreamClient
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
