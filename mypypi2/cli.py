@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import psycopg
@@ -18,11 +17,12 @@ from mypypi2 import config as config_module
 from mypypi2 import db, embedded, servers
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
-from mypypi2.app import open_storage
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
 from mypypi2.errors import ConfigError, StartupError
 from mypypi2.names import normalize
 from mypypi2.queries.notifications import Purged, notify_purged
+from mypypi2.storage.configured import open_storage
+from mypypi2.urls import redact_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,16 +126,8 @@ def _migrate(dsn: str) -> int:
     try:
         return db.migrate(dsn)
     except psycopg.Error as exc:  # its hint lines ("Is the server running...?") are dropped
-        what = f"cannot use the database {_without_password(dsn)}"
+        what = f"cannot use the database {redact_url(dsn)}"
         raise StartupError.because(what, exc) from exc
-
-
-def _without_password(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _check_storage(config: Config) -> None:

@@ -25,8 +25,8 @@ import tomli_w
 import yaml
 
 from mypypi2.errors import ConfigError
-from mypypi2.upstream.urls import REDACTED as REDACTED  # `config --show` output, tested
-from mypypi2.upstream.urls import redact_url
+from mypypi2.urls import REDACTED as REDACTED  # `config --show` output, tested
+from mypypi2.urls import redact_url
 
 log = logging.getLogger(__name__)
 

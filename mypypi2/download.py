@@ -45,7 +45,7 @@ from mypypi2.queries import files as files_queries
 from mypypi2.queries.files import FileRow
 from mypypi2.storage import CHUNK_BYTES, Storage, StoredFile, storage_key
 from mypypi2.upstream.client import UpstreamClient
-from mypypi2.upstream.urls import redact_url
+from mypypi2.urls import redact_url
 
 log = logging.getLogger(__name__)
 

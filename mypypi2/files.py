@@ -45,7 +45,7 @@ from mypypi2.storage import Storage, StoredFile
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 from mypypi2.upstream.parse_rules import MAX_FILENAME_BYTES
-from mypypi2.upstream.urls import redact_url
+from mypypi2.urls import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,11 @@ import yarl
 
 from mypypi2.config import RepositoryConfig
 from mypypi2.errors import MalformedPage, UpstreamError, UpstreamNotFound, UpstreamTimeout
-from mypypi2.models import ProjectList, ProjectPage
-from mypypi2.queries import Validators
+from mypypi2.models import ProjectList, ProjectPage, Validators
 from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, is_ip_literal
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
 from mypypi2.upstream.parse_rules import serial_from
-from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinfo
+from mypypi2.urls import origin, redact_text, redact_url, split_userinfo
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from aiohttp import ThreadedResolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mypypi2.config import RepositoryConfig
-from mypypi2.upstream.urls import normalize_host
+from mypypi2.urls import normalize_host
 
 AddressClass = Literal["public", "loopback", "private", "link-local", "unspecified", "reserved"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mypypi2.upstream.urls import origin, redact_text, redact_url, split_userinfo
+from mypypi2.urls import origin, redact_text, redact_url, split_userinfo
 
 
 @pytest.mark.parametrize(
