@@ -27,6 +27,7 @@ from tests.clients import APP_WHEEL, LIB_OLD_SDIST, LIB_SDIST, LIB_WHEEL, TOOL_S
 from tests.local_upstream import LocalUpstream, UpstreamProject
 from tests.support.cache import RunningCache, StartCache, repository
 from tests.support.database import scratch_database, with_database
+from tests.support.process import Launch, Launcher
 
 _TEMPLATE = f"mypypi2_template_{os.getpid()}"
 
@@ -159,6 +160,16 @@ def s3_storage(s3_endpoint: str) -> StorageConfig:
         secret_access_key="test",
         addressing_style="path",
     )
+
+
+@pytest.fixture
+async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
+    """Start `mypypi2 serve` in a directory; every server is stopped when the test ends."""
+    launcher = Launcher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        await launcher.stop_all()
 
 
 @pytest.fixture

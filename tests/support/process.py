@@ -17,6 +17,7 @@ import aiohttp
 import tomli_w
 
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
+from tests.support.cache import free_port
 
 # What pip sends for a project page (pip/_internal/index/collector.py).
 PIP_ACCEPT = (
@@ -169,6 +170,50 @@ class Server:
 
 
 Launch = Callable[..., Awaitable[Server]]
+
+
+class Launcher:
+    """Starts `mypypi2 serve` in a directory, its logs under `logs_dir`; the `launch`
+    fixture calls `stop_all` when the test ends, whatever happened in it."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self._logs_dir = logs_dir
+        self._servers: list[Server] = []
+
+    async def __call__(
+        self, cwd: Path, environ: dict[str, str], *options: str, postgres: Path | None = None
+    ) -> Server:
+        port = free_port()
+        logs = self._logs_dir / f"serve-{len(self._servers)}"
+        stdout, stderr = open_logs(logs)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "mypypi2",
+                "serve",
+                "--port",
+                str(port),
+                *options,
+                cwd=cwd,
+                env=environ,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        finally:
+            os.close(stdout)
+            os.close(stderr)
+        server = Server(process, port, logs, postgres)
+        self._servers.append(server)
+        await server.wait_until_healthy()
+        return server
+
+    async def stop_all(self) -> None:
+        for server in self._servers:
+            await server.stop()
+            server.stop_embedded_postgres()
 
 
 def open_logs(logs: Path) -> tuple[int, int]:
