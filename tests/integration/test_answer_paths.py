@@ -23,7 +23,6 @@ from starlette.types import ASGIApp
 
 from mypypi2.config import SERVERS
 from tests import dists
-from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.apps import PathsendAsBody, RouteSpy
 from tests.support.cache import StartCache
@@ -210,12 +209,6 @@ async def test_a_header_sent_twice_is_read_alike_by_both_paths(
 
     assert warm == routed
     assert (warm[0], header(warm, b"content-encoding")) == (200, b"gzip")
-
-
-@pytest.fixture
-def launch(_cli_launch: Launch) -> Launch:  # noqa: F811 - the fixture imported above
-    """test_cli.py's: start `mypypi2 serve`, stopped when the test ends."""
-    return _cli_launch
 
 
 @pytest.mark.parametrize("server_name", SERVERS)

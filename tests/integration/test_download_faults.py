@@ -34,7 +34,6 @@ from mypypi2.config import SERVERS, Config, DatabaseConfig, StorageConfig
 from mypypi2.queries import files as files_queries
 from mypypi2.storage import MAX_KEY_NAME_BYTES
 from tests import dists
-from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream, UpstreamFile, UpstreamProject
 from tests.support.apps import PathsendAsBody
 from tests.support.cache import Clock, RunningCache, StartCache, repository
@@ -108,12 +107,6 @@ async def test_an_overlong_body_is_cut_short_and_stores_nothing(
 
     assert (retried.status, retried.error, retried.body) == (200, None, SDIST.content)
     await assert_stored(db, store, SDIST)
-
-
-@pytest.fixture
-def launch(_cli_launch: Launch) -> Launch:  # noqa: F811 - the fixture imported above
-    """test_cli.py's: start `mypypi2 serve`, stopped when the test ends."""
-    return _cli_launch
 
 
 @pytest.mark.parametrize("server_name", SERVERS)

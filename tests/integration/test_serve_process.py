@@ -2,7 +2,7 @@
 while connections hang half-sent, start-up failures are one line, each log line is written
 once.
 
-Servers run as in test_cli.py (the `launch` fixture): a session of their own, stopped
+Servers start from conftest's `launch` fixture: a session of their own, stopped
 whatever happens.
 """
 
@@ -22,7 +22,6 @@ import aiohttp
 import pytest
 
 from mypypi2.config import SERVERS
-from tests.integration.test_cli import launch as _cli_launch  # noqa: F401 - a fixture
 from tests.local_upstream import Fault, LocalUpstream
 from tests.support import waiting
 from tests.support.cache import free_port
@@ -42,12 +41,6 @@ POLLS = 600  # x 0.1 s
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=20)
 # A request line and some headers, never the blank line that ends them.
 HALF_SENT = b"GET /-/health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slowloris\r\n"
-
-
-@pytest.fixture
-def launch(_cli_launch: Launch) -> Launch:  # noqa: F811 - the fixture imported above
-    """test_cli.py's: start `mypypi2 serve`, stopped when the test ends."""
-    return _cli_launch
 
 
 def cache_config(tmp_path: Path, database: str, upstream: LocalUpstream, **server: object) -> None:
