@@ -3,14 +3,12 @@ hypercorn, with the real pip as the client.
 
 Every process runs through asyncio so the test's event loop keeps serving the local
 upstream meanwhile. Servers start in a session of their own: whatever happens in a test,
-the `launch` fixture stops them (SIGINT, then SIGTERM, then SIGKILL to the whole session).
+conftest's `launch` fixture stops them (SIGINT, then SIGTERM, then SIGKILL to the whole session).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sys
 import tomllib
 from collections.abc import AsyncIterator
@@ -23,18 +21,15 @@ import pytest
 from mypypi2 import config
 from mypypi2.config import Config
 from tests.local_upstream import LocalUpstream
-from tests.support.cache import free_port
 from tests.support.database import scratch_database
 from tests.support.http import JSON_V1
 from tests.support.process import (
     DEMO_FILES,
     Launch,
-    Server,
     add_demo,
     clean_environ,
     get_as_pip,
     mypypi2,
-    open_logs,
     run,
     write_config,
 )
@@ -205,49 +200,6 @@ async def test_migrate_on_a_migrated_database_applies_nothing(
 
 
 # --- serve -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
-    """Start `mypypi2 serve` in a directory; every server is stopped when the test ends."""
-    servers: list[Server] = []
-
-    async def start(
-        cwd: Path, environ: dict[str, str], *options: str, postgres: Path | None = None
-    ) -> Server:
-        port = free_port()
-        logs = tmp_path / f"serve-{len(servers)}"
-        stdout, stderr = open_logs(logs)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "mypypi2",
-                "serve",
-                "--port",
-                str(port),
-                *options,
-                cwd=cwd,
-                env=environ,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        finally:
-            os.close(stdout)
-            os.close(stderr)
-        server = Server(process, port, logs, postgres)
-        servers.append(server)
-        await server.wait_until_healthy()
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in servers:
-            await server.stop()
-            server.stop_embedded_postgres()
 
 
 def _listed_versions(pip_stdout: str) -> list[str]:
