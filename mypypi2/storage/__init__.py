@@ -7,7 +7,7 @@ visible under a key before `commit` returns, so a reader never sees a partial ob
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -46,6 +46,10 @@ class Storage(Protocol):
     async def exists(self, key: str) -> bool: ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete several objects in as few requests as the store allows (eviction); a
+        key already gone is no error."""
 
     def local_path(self, key: str) -> Path | None:
         """The object as a local file, for zero-copy serving; None when not on disk."""

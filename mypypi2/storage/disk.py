@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +37,11 @@ class DiskStorage:
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        # A reader that has the file open keeps reading after the unlink (POSIX).
+        paths = [self._path(key) for key in keys]
+        await asyncio.to_thread(_unlink_all, paths)
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
@@ -61,6 +66,11 @@ async def _read(file: BinaryIO, key: str, start: int, end: int) -> AsyncIterator
                 raise OSError(f"stored object {key!r} is shorter than expected")
             remaining -= len(chunk)
             yield chunk
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _commit(spool: Path, path: Path) -> None:

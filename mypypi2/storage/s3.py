@@ -9,7 +9,7 @@ redirects off, the bytes are streamed through the service.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +18,9 @@ from botocore.exceptions import ClientError
 
 from mypypi2.errors import StoredObjectMissing
 from mypypi2.storage import CHUNK_BYTES, Redirect
+
+# The most keys one DeleteObjects request may name (the S3 API's limit).
+DELETE_BATCH = 1000
 
 
 class S3Storage:
@@ -98,6 +101,22 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         await self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            answer = await self._client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": self._key(key)} for key in batch], "Quiet": True},
+            )
+            # A missing key is no error to S3; anything listed here was not deleted.
+            errors = answer.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise OSError(
+                    f"{len(errors)} object(s) not deleted, e.g. {first.get('Key')!r}: "
+                    f"{first.get('Code')} {first.get('Message')}"
+                )
 
     def local_path(self, key: str) -> Path | None:
         return None

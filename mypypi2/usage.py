@@ -1,0 +1,88 @@
+"""When this worker last served each stored object, batched for the eviction sweep.
+
+Recording a use costs the request one dict assignment: no database write per hit. A task
+flushes the batch every `FLUSH_SECONDS` in one statement, so the times PostgreSQL holds lag
+the real ones by up to that much (more while the database is away: a failed flush keeps its
+times for the next one). Objects being read right now (a stream through the service that may
+outlast any grace period) are recorded as used at every flush until they are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from mypypi2.clock import Clock
+from mypypi2.queries import stored_uses
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 60.0
+
+
+class LastUse:
+    def __init__(self, pool: asyncpg.Pool, *, clock: Clock = time.time) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._used: dict[str, float] = {}
+        self._reading: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def used(self, key: str) -> None:
+        """The object `key` is being served now (the warm path calls this: keep it cheap)."""
+        self._used[key] = self._clock()
+
+    async def reading(self, key: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`chunks` of object `key`, counted as used at every flush until they are closed."""
+        self._reading[key] += 1
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            self._reading[key] -= 1
+            if not self._reading[key]:
+                del self._reading[key]
+            self.used(key)
+
+    async def flush(self) -> None:
+        """Write the batch in one statement; on failure it is kept for the next flush."""
+        now = self._clock()
+        batch, self._used = self._used, {}
+        batch.update(dict.fromkeys(self._reading, now))
+        if not batch:
+            return
+        try:
+            await stored_uses.record_uses(self._pool, batch)
+        except BaseException:
+            for key, used_at in batch.items():  # newer uses recorded meanwhile win
+                if self._used.get(key, 0.0) < used_at:
+                    self._used[key] = used_at
+            raise
+
+    def start(self, every: float = FLUSH_SECONDS) -> None:
+        self._task = asyncio.create_task(self._run(every))
+
+    async def close(self) -> None:
+        """Stop flushing, after one last flush of what is pending."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush()
+        except Exception as exc:  # shutting down: the grace period covers what is lost
+            log.warning("last uses of stored files not recorded at shutdown: %s", exc)
+
+    async def _run(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.flush()
+            except Exception as exc:  # the database is busy or away: next time
+                log.warning("recording last uses of stored files: %s", exc)
