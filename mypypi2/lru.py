@@ -27,6 +27,10 @@ class LRU(Generic[K, V]):
         if len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
+    def pop(self, key: K) -> None:
+        """Forget one entry, if held."""
+        self._entries.pop(key, None)
+
     def drop(self, doomed: Callable[[K], bool]) -> None:
         """Forget every entry whose key `doomed` accepts."""
         for key in [key for key in self._entries if doomed(key)]:

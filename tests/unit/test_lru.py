@@ -78,3 +78,17 @@ def test_drop_of_nothing_held_is_harmless() -> None:
     cache.drop(lambda key: Purged("pypi", [], files=False).covers(*key))
 
     assert cache.get(("pypi", "a")) is kept
+
+
+def test_pop_forgets_one_key_only() -> None:
+    cache: LRU[tuple[str, str], object] = LRU(10)
+    kept = object()
+    cache.put(("pypi", "a"), object())
+    cache.put(("pypi", "b"), kept)
+
+    cache.pop(("pypi", "a"))
+    cache.pop(("pypi", "missing"))
+
+    assert cache.get(("pypi", "a")) is None
+    assert cache.get(("pypi", "b")) is kept
+    assert len(cache) == 1
