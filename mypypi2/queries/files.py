@@ -34,21 +34,22 @@ class DownloadRow(msgspec.Struct, frozen=True):
     stale: bool  # the leader has not renewed its claim within the lease: it is gone
 
 
-SELECT_FILE = """
-SELECT f.id, f.project_id, f.filename, f.upstream_url, f.hashes, f.size, f.core_metadata,
-       f.stored_key, f.stored_size, f.stored_sha256, f.stored_at
+# A FileRow's columns (of `files f`), named after its fields: a column is added in one place.
+# (Composed once, of constant names; values only ever travel as $n parameters.)
+_FILE_COLUMNS = ", ".join(f"f.{name}" for name in FileRow.__struct_fields__)
+
+SELECT_FILE = f"""
+SELECT {_FILE_COLUMNS}
 FROM files f
 JOIN projects p ON p.id = f.project_id
 WHERE p.repository = $1 AND p.name = $2 AND f.filename = $3
   AND (f.listed OR f.stored_key IS NOT NULL)
 """
 
-SELECT_FILE_BY_ID = """
-SELECT id, project_id, filename, upstream_url, hashes, size, core_metadata,
-       stored_key, stored_size, stored_sha256, stored_at
-FROM files
-WHERE id = $1
-"""
+SELECT_FILE_BY_ID = f"SELECT {_FILE_COLUMNS} FROM files f WHERE f.id = $1"
+
+# What a row lets go of when its object does (lost, purged).
+_FORGET_STORED = "stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL"
 
 # Only while the row still describes the bytes that were verified ($6, $7): a page saved
 # during the download with other hashes (the file was re-published) must not end up
@@ -73,10 +74,10 @@ SELECT_KEY_IN_USE = "SELECT EXISTS (SELECT 1 FROM files WHERE stored_key = $1)"
 # so the file is fetched again. Its page is refetched in full too (`purged`): the row may
 # keep the hashes of bytes the upstream no longer has (see projects.UPSERT_FILES), which
 # only a full page save replaces.
-CLEAR_LOST = """
+CLEAR_LOST = f"""
 WITH lost AS (
     UPDATE files
-    SET stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL
+    SET {_FORGET_STORED}
     WHERE id = $1 AND stored_key = $2
     RETURNING project_id
 )
@@ -85,7 +86,7 @@ WHERE id = (SELECT project_id FROM lost)
 """
 
 # A purge: the rows forget their stored objects (returned, for the caller to delete).
-CLEAR_STORED = """
+CLEAR_STORED = f"""
 WITH doomed AS (
     SELECT f.id, f.stored_key
     FROM files f
@@ -95,8 +96,7 @@ WITH doomed AS (
     FOR UPDATE OF f
 )
 UPDATE files
-SET stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL,
-    metadata_body = NULL
+SET {_FORGET_STORED}, metadata_body = NULL
 FROM doomed
 WHERE files.id = doomed.id
 RETURNING doomed.stored_key
