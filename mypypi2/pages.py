@@ -7,7 +7,7 @@ Freshness policy, in the order a request meets it:
 2. Otherwise, in one coalesced task per page (Coalescer), read the page's state row:
    if another worker or replica refreshed it within the TTL, serve the stored rows (re-using
    this worker's rendering when the revision has not moved).
-3. Still stale: take the page's lease (queries/locks.py), so one process in the whole
+3. Still stale: take the page's lease (queries/leases.py), so one process in the whole
    deployment asks the upstream while the others poll the state until it is saved. No
    database connection is held while the upstream answers: a slow upstream never empties
    the pool. The holder re-reads the state (the holder before it may have just saved the
@@ -53,12 +53,11 @@ from mypypi2.errors import (
     RepositoryNotFound,
     UpstreamError,
     UpstreamNotFound,
-    UpstreamTimeout,
 )
 from mypypi2.lru import LRU
 from mypypi2.models import ProjectList, ProjectPage, Validators
 from mypypi2.page_kinds import Kind, M, ProjectListKind, ProjectPageKind
-from mypypi2.queries import Executor, PageState, locks, project_lists, projects
+from mypypi2.queries import Executor, PageState, leases, project_lists, projects
 from mypypi2.queries.notifications import Purged
 from mypypi2.snapshot import STALE_DATABASE, STALE_UPSTREAM, Snapshot
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
@@ -268,21 +267,21 @@ class Pages:
                 return await self._snapshot(connection, kind, state)
             if self._is_fresh(state, kind, revalidate):
                 return await self._snapshot(connection, kind, state)
-            refresh = await locks.get_refresh(connection, *kind.key)
+            refresh = await leases.get_refresh(connection, *kind.key)
             if refresh is not None:
                 failure = refresh.failure
                 if failure is not None and self._clock() < failure.until.timestamp():
                     return await self._after_failure(connection, kind, state, failure)
                 if refresh.leased:
                     return None
-            if not await locks.claim(
+            if not await leases.claim(
                 connection, *kind.key, holder, LEASE_SECONDS, self._datetime()
             ):
                 return None
             # Whoever held the lease before us may have saved the page just now.
             state = await kind.state(connection)
             if self._is_fresh(state, kind, revalidate):
-                await locks.end_lease(connection, *kind.key, holder)
+                await leases.end_lease(connection, *kind.key, holder)
                 return await self._snapshot(connection, kind, state)
             return _Claimed(state)
 
@@ -291,7 +290,7 @@ class Pages:
         connection: Connection,
         kind: Kind[M],
         state: PageState | None,
-        failure: locks.Failure,
+        failure: leases.Failure,
     ) -> Snapshot:
         """Another process's refresh failed moments ago: answer as it did."""
         held = state if state is not None and state.found else None
@@ -300,7 +299,7 @@ class Pages:
             return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
         if held is not None and self._may_serve_on_error(kind, held):
             return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
-        raise _failure_error(failure)
+        raise failure.error()
 
     def _is_fresh(
         self, state: PageState | None, kind: Kind[M], revalidate: bool
@@ -336,7 +335,7 @@ class Pages:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
                 async with self._db.connection() as connection:
-                    await locks.renew(connection, *kind.key, holder, LEASE_SECONDS)
+                    await leases.renew(connection, *kind.key, holder, LEASE_SECONDS)
             except DatabaseUnavailable as exc:  # the next renewal may get through
                 log.debug("cannot renew the lease on %s/%s: %s", *kind.key, exc)
 
@@ -385,7 +384,7 @@ class Pages:
                     raise
                 log.warning("cannot store %s/%s: %r", *kind.key, exc)
                 raise UpstreamError(kind.url, f"cannot store the page: {exc}") from exc
-            await locks.end_lease(connection, *kind.key, holder)
+            await leases.end_lease(connection, *kind.key, holder)
             state = await kind.state(connection)
             assert state is not None
             return await self._snapshot(connection, kind, state)
@@ -402,7 +401,7 @@ class Pages:
                 retry_at = await self._record_failure(connection, kind, holder, exc)
                 return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
             if await kind.save_not_found(connection, self._datetime()):
-                await locks.end_lease(connection, *kind.key, holder)
+                await leases.end_lease(connection, *kind.key, holder)
                 state = await kind.state(connection)
                 assert state is not None
                 return await self._snapshot(connection, kind, state)
@@ -428,9 +427,9 @@ class Pages:
         """End the lease, leaving `exc` for every process until the pause ends (returned)."""
         now = self._clock()
         retry_at = freshness.retry_after_failure(now, kind.ttl)
-        failure = locks.Failure(_datetime(retry_at), _failure_kind(exc), exc.url, exc.reason)
-        await locks.record_failure(connection, *kind.key, holder, failure)
-        await locks.delete_old(
+        failure = leases.Failure.of(exc, _datetime(retry_at))
+        await leases.record_failure(connection, *kind.key, holder, failure)
+        await leases.delete_old(
             connection, _datetime(now - FAILURES_KEPT_SECONDS), FAILURES_DELETED_AT_ONCE
         )
         return retry_at
@@ -503,7 +502,7 @@ async def purge(db: Executor, repository: str, names: list[str] | None) -> int:
     count = await projects.mark_stale(db, repository, names)
     if names is None:
         await project_lists.mark_stale(db, repository)
-    await locks.delete_failures(db, repository, names)
+    await leases.delete_failures(db, repository, names)
     return count
 
 
@@ -520,21 +519,6 @@ def _validators(held: PageState | None) -> Validators | None:
     if held is None:
         return None
     return Validators(held.etag, held.last_modified, held.last_serial)
-
-
-def _failure_kind(exc: UpstreamError) -> str:
-    if isinstance(exc, UpstreamNotFound):
-        return "not-found"
-    return "timeout" if isinstance(exc, UpstreamTimeout) else "error"
-
-
-def _failure_error(failure: locks.Failure) -> UpstreamError:
-    """The error a recorded failure stands for, as the refresh that met it raised it."""
-    if failure.kind == "not-found":
-        return UpstreamNotFound(failure.url)
-    if failure.kind == "timeout":
-        return UpstreamTimeout(failure.url, failure.reason)
-    return UpstreamError(failure.url, failure.reason)
 
 
 def _content_hash(model: ProjectPage | ProjectList) -> bytes:

@@ -1,9 +1,9 @@
-"""How workers and replicas agree on one upstream request.
+"""Page refresh leases: how workers and replicas agree on one upstream request per page.
 
-Pages: a lease row per page (`page_refreshes`), claimed with one statement and renewed
-while its holder works, so that nobody holds a database connection across an upstream
-request. A failed refresh leaves its failure in the row for a short while, for every
-process to answer with instead of asking the upstream again.
+A lease row per page (`page_refreshes`), claimed with one statement and renewed while its
+holder works (page_refresh.py), so that nobody holds a database connection across an
+upstream request. A failed refresh leaves its failure in the row for a short while, for
+every process to answer with instead of asking the upstream again.
 
 Files use the same idea with their own claim row (`file_downloads`, queries/files.py).
 """
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Literal
 
 import msgspec
 
+from mypypi2.errors import UpstreamError, UpstreamNotFound, UpstreamTimeout
 from mypypi2.queries import Executor
 
 # Lease times are the database's clock (hosts need not agree on the time); failure times
@@ -74,13 +76,32 @@ WHERE repository = $1 AND holder IS NULL AND ($2::text[] IS NULL OR name = ANY($
 """
 
 
+FailureKind = Literal["error", "timeout", "not-found"]
+
+
 class Failure(msgspec.Struct, frozen=True):
     """What the last refresh of a page ran into, standing until `until`."""
 
     until: dt.datetime
-    kind: str  # "error", "timeout" or "not-found"
+    kind: FailureKind
     url: str
     reason: str
+
+    @classmethod
+    def of(cls, exc: UpstreamError, until: dt.datetime) -> Failure:
+        if isinstance(exc, UpstreamNotFound):
+            kind: FailureKind = "not-found"
+        else:
+            kind = "timeout" if isinstance(exc, UpstreamTimeout) else "error"
+        return cls(until, kind, exc.url, exc.reason)
+
+    def error(self) -> UpstreamError:
+        """The error this failure stands for, as the refresh that met it raised it."""
+        if self.kind == "not-found":
+            return UpstreamNotFound(self.url)
+        if self.kind == "timeout":
+            return UpstreamTimeout(self.url, self.reason)
+        return UpstreamError(self.url, self.reason)
 
 
 class Refresh(msgspec.Struct, frozen=True):
