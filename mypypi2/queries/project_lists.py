@@ -6,10 +6,10 @@ import datetime as dt
 
 from mypypi2.models import ProjectList, Validators
 from mypypi2.queries import Executor, PageState
+from mypypi2.queries.projects import STATE_COLUMNS
 
-SELECT_STATE = """
-SELECT true AS found, revision, changed_at, checked_at, etag, last_modified, last_serial,
-       content_hash, purged
+SELECT_STATE = f"""
+SELECT true AS found, {STATE_COLUMNS}
 FROM project_lists
 WHERE repository = $1
 """

@@ -5,15 +5,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import msgspec
+
 from mypypi2.models import FileEntry, ProjectPage, Validators
 from mypypi2.queries import Executor, PageState
 from mypypi2.queries.notifications import Purged, notify_purged
 
 log = logging.getLogger(__name__)
 
-SELECT_STATE = """
-SELECT found, revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash,
-       purged
+_FILES_JSON = msgspec.json.Encoder()
+
+# What the freshness decision reads of a page row (PageState but `found`); the project
+# list's row has the same columns.
+STATE_COLUMNS = (
+    "revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash, purged"
+)
+
+SELECT_STATE = f"""
+SELECT found, {STATE_COLUMNS}
 FROM projects
 WHERE repository = $1 AND name = $2
 """
@@ -24,8 +33,10 @@ FROM projects
 WHERE repository = $1 AND name = $2 AND found
 """
 
+# Named as FileEntry's fields. A stored file's size is the one we verified when the page
+# gave none.
 SELECT_LISTED_FILES = """
-SELECT filename, upstream_url, hashes, requires_python, yanked, core_metadata,
+SELECT filename, upstream_url AS url, hashes, requires_python, yanked, core_metadata,
        COALESCE(size, stored_size) AS size, upload_time, provenance, gpg_sig
 FROM files
 WHERE project_id = $1 AND listed
@@ -63,19 +74,22 @@ WHERE project_id = $1 AND listed AND NOT (filename = ANY($2::text[]))
 # metadata hash changes. Returns the rows that kept old bytes or lost a metadata body.
 UPSERT_FILES = """
 WITH incoming AS (
-    SELECT *
-    FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[], $6::text[], $7::text[],
-                $8::jsonb[], $9::bigint[], $10::timestamptz[], $11::text[], $12::boolean[])
-         AS u (filename, position, upstream_url, hashes, requires_python, yanked,
-               core_metadata, size, upload_time, provenance, gpg_sig)
+    -- $2: the page's FileEntry list as one JSON document (msgspec's encoding, field names
+    -- as keys), in the page's order.
+    SELECT *, ordinality - 1 AS position
+    FROM ROWS FROM (json_to_recordset($2::json) AS (
+        filename text, url text, hashes jsonb, requires_python text, yanked text,
+        core_metadata jsonb, size bigint, upload_time timestamptz, provenance text,
+        gpg_sig boolean
+    )) WITH ORDINALITY
 ), had_metadata AS (
     SELECT filename FROM files WHERE project_id = $1 AND metadata_body IS NOT NULL
 ), saved AS (
     INSERT INTO files AS f (project_id, filename, listed, position, upstream_url, hashes,
                             requires_python, yanked, core_metadata, size, upload_time,
                             provenance, gpg_sig)
-    SELECT $1, filename, true, position, upstream_url, hashes, requires_python, yanked,
-           core_metadata, size, upload_time, provenance, gpg_sig
+    SELECT $1, filename, true, position, url, hashes, requires_python, yanked, core_metadata,
+           size, upload_time, provenance, gpg_sig
     FROM incoming
     ON CONFLICT (project_id, filename) DO UPDATE
     SET listed = true, position = EXCLUDED.position, upstream_url = EXCLUDED.upstream_url,
@@ -177,21 +191,7 @@ async def get_page(db: Executor, repository: str, name: str) -> ProjectPage | No
     if project is None:
         return None
     rows = await db.fetch(SELECT_LISTED_FILES, project["id"])
-    files = tuple(
-        FileEntry(
-            filename=row["filename"],
-            url=row["upstream_url"],
-            hashes=row["hashes"],
-            requires_python=row["requires_python"],
-            yanked=row["yanked"],
-            core_metadata=row["core_metadata"],
-            size=row["size"],
-            upload_time=row["upload_time"],
-            provenance=row["provenance"],
-            gpg_sig=row["gpg_sig"],
-        )
-        for row in rows
-    )
+    files = tuple(FileEntry(**row) for row in rows)
     return ProjectPage(
         name=name,
         files=files,
@@ -226,21 +226,9 @@ async def save_page(
     )
     files = page.files
     await db.execute(UNLIST_FILES_NOT_IN, project_id, [f.filename for f in files])
-    changed = await db.fetch(
-        UPSERT_FILES,
-        project_id,
-        [f.filename for f in files],
-        list(range(len(files))),
-        [f.url for f in files],
-        [f.hashes for f in files],
-        [f.requires_python for f in files],
-        [f.yanked for f in files],
-        [f.core_metadata for f in files],
-        [f.size for f in files],
-        [f.upload_time for f in files],
-        [f.provenance for f in files],
-        [f.gpg_sig for f in files],
-    )
+    # One JSON document rather than a parallel array per column: as fast to send and store
+    # (measured on pages of 50 and 2,000 files), and a new field is one edit to UPSERT_FILES.
+    changed = await db.fetch(UPSERT_FILES, project_id, _FILES_JSON.encode(files).decode())
     for row in changed:
         if row["kept_old_bytes"]:
             log.warning(
