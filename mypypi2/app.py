@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from mypypi2.clock import Clock
 from mypypi2.config import Config
-from mypypi2.db import SERVER_OUTAGES, Database, KeptConnection
+from mypypi2.db import Database, KeptConnection
 from mypypi2.errors import (
     DatabaseUnavailable,
     FileNotFound,
@@ -57,8 +57,6 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UpstreamTimeout, 504),
     (UpstreamError, 502),
     (DatabaseUnavailable, 503),
-    # Outages met by code that uses the pool directly rather than through Database.
-    *((outage, 503) for outage in SERVER_OUTAGES),
 )
 # Error bodies echo what the client sent (a name, an Accept header): plain text, never
 # sniffed into HTML by a browser.
@@ -101,9 +99,7 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             )
             stack.push_async_callback(pages.close)
             storage = await open_storage(config, stack)
-            files = Files(
-                database.pool, storage, pages, clients, offline=config.offline, clock=clock
-            )
+            files = Files(database, storage, pages, clients, offline=config.offline, clock=clock)
 
             def forget(purged: Purged) -> None:
                 pages.forget(purged)

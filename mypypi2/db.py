@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -34,17 +34,18 @@ _HERE = Path(__file__).resolve().parent
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 # What asyncpg raises when the server is down, going down, starting up, out of connection
 # slots, or did not answer in time.
-SERVER_OUTAGES: tuple[type[Exception], ...] = (
+_OUTAGES: tuple[type[Exception], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, statement timeout
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections
     # How asyncpg reports a connection the server dropped under it (a statement sent
     # just after the server's farewell, a closed connection used).
     asyncpg.exceptions.InternalClientError,
+    # Refused and reset sockets, and (as TimeoutError) pool acquire timeouts.
+    OSError,
+    # A connection asyncpg already knows to be closed.
+    asyncpg.InterfaceError,
 )
-# Around a pooled connection, also: OSError (refused and reset sockets, and as TimeoutError
-# pool acquire timeouts) and a connection asyncpg already knows to be closed.
-_OUTAGES: tuple[type[Exception], ...] = (OSError, *SERVER_OUTAGES, asyncpg.InterfaceError)
 # Grace added to the statement timeout before the client gives up on its own: a server that
 # stopped answering altogether never sends the timeout error.
 _CLIENT_TIMEOUT_GRACE = 5.0
@@ -169,8 +170,27 @@ class Database:
             yield connection
 
     async def ping(self) -> None:
+        await self.fetchval("SELECT 1")
+
+    # One statement on a connection of its own: a queries.Executor whose outages are
+    # DatabaseUnavailable, like every other use of the pool.
+
+    async def execute(self, query: str, *args: Any) -> str:
         async with self.connection() as connection:
-            await connection.fetchval("SELECT 1")
+            status: str = await connection.execute(query, *args)
+            return status
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as connection:
+            return await connection.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as connection:
+            return await connection.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.connection() as connection:
+            return await connection.fetchval(query, *args)
 
 
 Setup = Callable[[asyncpg.Connection], Awaitable[None]]

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import asyncpg
-
 from mypypi2 import names
 from mypypi2.clock import Clock
-from mypypi2.download import Downloads, hash_verifiers, stored_file, verify_hashes
+from mypypi2.db import Database
+from mypypi2.download import Downloads
 from mypypi2.errors import (
     FileNotFound,
     ProjectNotFound,
@@ -35,6 +35,7 @@ from mypypi2.errors import (
     UpstreamError,
     UpstreamNotFound,
 )
+from mypypi2.file_headers import FileHeaders, file_headers
 from mypypi2.lru import LRU
 from mypypi2.pages import Pages
 from mypypi2.queries import Executor
@@ -46,6 +47,7 @@ from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 from mypypi2.upstream.parse_rules import MAX_FILENAME_BYTES
 from mypypi2.urls import redact_url
+from mypypi2.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,12 @@ class Metadata:
 
     body: bytes
     sha256: str
+    headers: FileHeaders  # built once: every answer of the file sends them
+
+    @classmethod
+    def of(cls, body: bytes) -> Metadata:
+        sha256 = hashlib.sha256(body).hexdigest()
+        return cls(body, sha256, file_headers(sha256, len(body), None, ranges=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,12 @@ class KnownFile:
     # The object as a local file (a disk store), found once: every request of a stored file
     # needs it, and building the path again would cost more than the stat it gets.
     path: str | None
+    headers: FileHeaders  # built once: every answer of the file sends them
+
+    @classmethod
+    def of(cls, stored: StoredFile, path: str | None) -> KnownFile:
+        headers = file_headers(stored.sha256, stored.size, stored.last_modified, ranges=True)
+        return cls(stored, path, headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +96,7 @@ class PendingFile:
 class Files:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        db: Database,
         storage: Storage,
         pages: Pages,
         clients: Mapping[str, UpstreamClient],
@@ -92,11 +106,11 @@ class Files:
         clock: Clock = time.time,
     ) -> None:
         self._offline = offline
-        self._pool = pool
+        self._db = db
         self._storage = storage
         self._pages = pages
         self._clients = clients
-        self._downloads = Downloads(pool, storage, clients, clock=clock)
+        self._downloads = Downloads(db, storage, clients, clock=clock)
         self._fetching_metadata = Coalescer[int, bytes]()
         # Stored files and metadata never change: this worker remembers them, keyed by
         # (repository, project, filename), without asking the database again.
@@ -130,30 +144,44 @@ class Files:
         row = await self._row(repository, project, filename)
         if row.stored_key is None:
             return self._pending(repository, project, row)
-        stored = stored_file(row)
+        stored = _stored_file(row)
         if not await self._storage.exists(stored.key):
-            return await self.lost(repository, project, stored)
+            return await self._lost(repository, project, stored)
         path = self._storage.local_path(stored.key)
-        known = KnownFile(stored, None if path is None else str(path))
+        known = KnownFile.of(stored, None if path is None else str(path))
         self._stored.put(cache_key, known)
         return known
 
-    async def lost(self, repository: str, project: str, stored: StoredFile) -> PendingFile:
+    async def stat(
+        self, repository: str, project: str, known: KnownFile
+    ) -> os.stat_result | PendingFile:
+        """The stat of a stored file on disk (`known.path`, sent whole from there); a
+        PendingFile when the object is gone (see `_lost`)."""
+        assert known.path is not None
+        # Not in a thread, as FileResponse would: that costs more than the stat of a file
+        # the page cache holds.
+        try:
+            return os.stat(known.path)
+        except FileNotFoundError:  # removed behind our back (a cleanup job, an operator)
+            return await self._lost(repository, project, known.stored)
+
+    async def open(
+        self, repository: str, project: str, known: KnownFile, start: int, end: int
+    ) -> AsyncIterator[bytes] | PendingFile:
+        """Bytes [start, end) of a stored file; a PendingFile when the store lost it (see
+        `_lost`)."""
+        try:
+            return await self._storage.open(known.stored.key, start, end)
+        except StoredObjectMissing:
+            return await self._lost(repository, project, known.stored)
+
+    async def _lost(self, repository: str, project: str, stored: StoredFile) -> PendingFile:
         """The store no longer has `stored`: let go of it, so that it is fetched again."""
         log.warning("stored object %s is gone from the store: fetching it again", stored.key)
-        self._stored.drop(lambda key: key == (repository, project, stored.filename))
+        self._stored.pop((repository, project, stored.filename))
         row = await self._row(repository, project, stored.filename)
-        await files_queries.clear_lost(self._pool, row.id, stored.key)
+        await files_queries.clear_lost(self._db, row.id, stored.key)
         return self._pending(repository, project, row)
-
-    async def open_stored(
-        self, stored: StoredFile, start: int, end: int
-    ) -> AsyncIterator[bytes] | None:
-        """Bytes [start, end) of a stored file; None when the store lost it (then `lost`)."""
-        try:
-            return await self._storage.open(stored.key, start, end)
-        except StoredObjectMissing:
-            return None
 
     def _pending(self, repository: str, project: str, row: FileRow) -> PendingFile:
         if self._offline:
@@ -173,7 +201,7 @@ class Files:
             or _CONTROL_CHARACTER.search(filename) is not None
         ):
             raise FileNotFound(repository, project, filename)
-        row = await files_queries.get(self._pool, repository, project, filename)
+        row = await files_queries.get(self._db, repository, project, filename)
         if row is None:
             # A client may come straight to a file URL (a lock file, a cold worker): the
             # page tells whether the file exists, so make sure we hold a current one.
@@ -181,7 +209,7 @@ class Files:
                 await self._pages.project(repository, project)
             except ProjectNotFound as exc:
                 raise FileNotFound(repository, project, filename) from exc
-            row = await files_queries.get(self._pool, repository, project, filename)
+            row = await files_queries.get(self._db, repository, project, filename)
         if row is None:
             raise FileNotFound(repository, project, filename)
         return row
@@ -201,14 +229,14 @@ class Files:
         row = await self._row(repository, project, filename)
         if row.core_metadata is None:
             raise FileNotFound(repository, project, filename + METADATA_SUFFIX)
-        body = await files_queries.get_metadata(self._pool, row.id)
+        body = await files_queries.get_metadata(self._db, row.id)
         if body is None:
             if self._offline:
                 raise FileNotFound(repository, project, filename + METADATA_SUFFIX)
             body = await self._fetching_metadata.run(
                 row.id, lambda: self._fetch_metadata(repository, row)
             )
-        metadata = Metadata(body, hashlib.sha256(body).hexdigest())
+        metadata = Metadata.of(body)
         self._metadata.put(cache_key, metadata)
         return metadata
 
@@ -223,13 +251,19 @@ class Files:
         except UpstreamNotFound as exc:
             raise UpstreamError(shown, "the page advertises metadata the upstream lacks") from exc
         assert row.core_metadata is not None
-        verifiers = hash_verifiers(row.core_metadata)
-        for verifier in verifiers.values():
-            verifier.update(body)
-        verify_hashes(verifiers, row.core_metadata, shown, "metadata ")
-        if not await files_queries.save_metadata(self._pool, row.id, body, row.core_metadata):
+        verifier = Verifier(shown, row.core_metadata, what="metadata ")
+        verifier.update(body)
+        verifier.verify()
+        if not await files_queries.save_metadata(self._db, row.id, body, row.core_metadata):
             raise UpstreamError(shown, "the page changed while its metadata was fetched")
         return body
+
+
+def _stored_file(row: FileRow) -> StoredFile:
+    assert row.stored_key is not None
+    assert row.stored_size is not None and row.stored_sha256 is not None
+    stored_at = int(row.stored_at.timestamp()) if row.stored_at is not None else None
+    return StoredFile(row.stored_key, row.stored_size, row.stored_sha256, row.filename, stored_at)
 
 
 async def purge_stored(

@@ -10,16 +10,10 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from mypypi2.file_headers import OCTETS, etag_of, file_headers
 from mypypi2.files import METADATA_SUFFIX, Files, KnownFile, PendingFile
 from mypypi2.routes.conditional import etag_matches, http_date
-from mypypi2.routes.headers import (
-    OCTETS,
-    RawResponse,
-    etag_of,
-    file_headers,
-    metadata_headers,
-    stored_headers,
-)
+from mypypi2.routes.headers import RawResponse
 from mypypi2.snapshot import RawHeaders
 from mypypi2.storage import StoredFile
 
@@ -37,17 +31,17 @@ async def file(request: Request) -> Response:
         return await _metadata(request, files, repository, project, filename)
     found = await files.find(repository, project, filename)
     if isinstance(found, KnownFile):
-        response = await _stored(request, files, found)
-        if response is not None:
-            return response
-        found = await files.lost(repository, project, found.stored)
+        answer = await _stored(request, files, repository, project, found)
+        if not isinstance(answer, PendingFile):
+            return answer
+        found = answer  # the store lost it: fetched again
     return await _pending(request, files, repository, found)
 
 
-async def _stored(request: Request, files: Files, known: KnownFile) -> Response | None:
-    """The stored file's answer; None when the store turns out to have lost it."""
-    stored, path = known.stored, known.path
-    headers = stored_headers(stored)
+async def _stored(
+    request: Request, files: Files, repository: str, project: str, known: KnownFile
+) -> Response | PendingFile:
+    stored, headers = known.stored, known.headers
     etag = etag_of(stored.sha256)
     if _not_modified(request, stored, etag):
         return RawResponse(304, headers.validators)
@@ -61,41 +55,23 @@ async def _stored(request: Request, files: Files, known: KnownFile) -> Response 
     # unit it does not know with a 400, where RFC 9110 14.2 asks for the whole file.
     requested = _requested_range(request, stored, etag)
     if requested == _UNSATISFIABLE:
-        return RawResponse(
-            416,
-            [
-                *headers.validators,
-                (b"accept-ranges", b"bytes"),
-                (b"content-range", f"bytes */{stored.size}".encode()),
-                (b"content-length", b"0"),
-            ],
-        )
-    if requested is None and path is not None:
-        # Zero-copy (`http.response.pathsend`) and HEAD come with FileResponse. The stat is
-        # ours: FileResponse would hop to a thread for it, which costs more than the stat of
-        # a file the page cache holds.
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:  # removed behind our back (a cleanup job, an operator)
-            return None
-        return _WholeFile(path, headers.whole, stat)
+        return RawResponse(416, headers.unsatisfiable())
+    if requested is None and known.path is not None:
+        # Zero-copy (`http.response.pathsend`) and HEAD come with FileResponse.
+        stat = await files.stat(repository, project, known)
+        if isinstance(stat, PendingFile):
+            return stat
+        return _WholeFile(known.path, headers.whole, stat)
     if requested is None:
         start, end, status, raw = 0, stored.size, 200, headers.whole
     else:
         start, end = requested
-        status = 206
-        raw = [
-            *headers.validators,
-            (b"content-type", OCTETS.encode()),
-            (b"accept-ranges", b"bytes"),
-            (b"content-range", f"bytes {start}-{end - 1}/{stored.size}".encode()),
-            (b"content-length", str(end - start).encode()),
-        ]
+        status, raw = 206, headers.part(start, end)
     if request.method == "HEAD":
         return RawResponse(status, raw)
-    body = await files.open_stored(stored, start, end)
-    if body is None:
-        return None
+    body = await files.open(repository, project, known, start, end)
+    if isinstance(body, PendingFile):
+        return body
     response = StreamingResponse(body, status_code=status)
     response.raw_headers = raw
     return response
@@ -163,10 +139,9 @@ async def _metadata(
 ) -> Response:
     distribution = filename.removesuffix(METADATA_SUFFIX)
     metadata = await files.metadata(repository, project, distribution)
-    headers = metadata_headers(metadata)
     if etag_matches(request, etag_of(metadata.sha256)):
-        return RawResponse(304, headers.validators)
-    return RawResponse(200, headers.whole, metadata.body)
+        return RawResponse(304, metadata.headers.validators)
+    return RawResponse(200, metadata.headers.whole, metadata.body)
 
 
 def _single_range(header: str, size: int) -> tuple[int, int] | None:

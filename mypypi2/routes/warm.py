@@ -6,7 +6,8 @@ middleware recognizes them by their exact shape and sends the bytes and headers 
 once per snapshot or stored file (and the file itself, zero-copy). Anything else,
 including every case that needs a redirect, a revalidation, a range or an error, goes on
 to the routes in simple.py and files.py, which give the same answers the slow way: both
-take each answer from routes/headers.py, so the two cannot drift apart.
+take each answer from routes/headers.py or the file's own headers, so the two cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mypypi2.errors import NotAcceptable
 from mypypi2.files import METADATA_SUFFIX, Files
 from mypypi2.negotiate import negotiate
 from mypypi2.pages import Pages
-from mypypi2.routes.headers import metadata_headers, page_answer, stored_headers
+from mypypi2.routes.headers import page_answer
 
 
 class WarmPath:
@@ -102,7 +103,7 @@ async def _file(
     # can tell. An inode the page cache holds makes it cheap.
     if not os.path.isfile(known.path):  # noqa: ASYNC240
         return False
-    response_headers = stored_headers(known.stored).whole
+    response_headers = known.headers.whole
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.pathsend", "path": known.path})
     return True
@@ -114,7 +115,7 @@ async def _metadata(
     metadata = files.warm_metadata(repository, project, filename.removesuffix(METADATA_SUFFIX))
     if metadata is None or b"if-none-match" in _headers(scope["headers"]):
         return False
-    response_headers = metadata_headers(metadata).whole
+    response_headers = metadata.headers.whole
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.body", "body": metadata.body})
     return True
