@@ -352,11 +352,15 @@ async def test_serve_starts_with_the_variables_kubernetes_injects(
 
 
 async def test_migrate_with_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{free_port()}/cache"
-    write_config(tmp_path, {"database": {"url": url}})
+    port = free_port()
+    write_config(
+        tmp_path, {"database": {"url": f"postgresql://postgres:hunter2@127.0.0.1:{port}/cache"}}
+    )
 
     finished = await mypypi2("migrate", cwd=tmp_path)
 
     assert finished.returncode == 1
-    assert finished.stderr.startswith(f"mypypi2: cannot use the database {url}: ")
+    shown = f"postgresql://postgres:<redacted>@127.0.0.1:{port}/cache"
+    assert finished.stderr.startswith(f"mypypi2: cannot use the database {shown}: ")
+    assert "hunter2" not in finished.stderr
     assert finished.stderr.count("\n") == 1, finished.stderr
