@@ -29,6 +29,7 @@ from mypypi2.upstream.parse_rules import (
     filename_from_url,
     filter_hashes,
     provenance_url,
+    without_nul,
 )
 
 _WS = r"\t\n\f\r "  # HTML whitespace; \s would also take Unicode spaces
@@ -191,12 +192,7 @@ def decode_text(body: bytes) -> str:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MalformedPage(f"body is not UTF-8: {exc}") from exc
-    return _without_nul(text)
-
-
-def _without_nul(text: str) -> str:
-    # PostgreSQL text cannot hold NUL; an HTML tokenizer reads it as U+FFFD anyway.
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    return without_nul(text)
 
 
 def parse_page(body: bytes, page_url: str, project: str) -> ProjectPage:
@@ -247,7 +243,7 @@ class HtmlListParser:
             text = self._decoder.decode(chunk, final)
         except UnicodeDecodeError as exc:
             raise MalformedPage(f"body is not UTF-8: {exc}") from exc
-        return _without_nul(text)
+        return without_nul(text)
 
 
 def _distinct(anchors: list[str], drops: DropLog) -> Iterator[dict[str, str | None]]:

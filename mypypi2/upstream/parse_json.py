@@ -31,6 +31,7 @@ from mypypi2.upstream.parse_rules import (
     parse_upload_time,
     provenance_url,
     serial_from,
+    storable_text,
     unique,
 )
 
@@ -108,9 +109,9 @@ def parse_page(body: bytes, page_url: str, project: str) -> ProjectPage:
         project,
         entries,
         drops,
-        [v for v in versions if _text(v)] if isinstance(versions, list) else (),
-        _text(status.status),
-        _text(status.reason),
+        [v for v in versions if storable_text(v)] if isinstance(versions, list) else (),
+        storable_text(status.status),
+        storable_text(status.reason),
         serial,
     )
 
@@ -139,10 +140,10 @@ def _list_names(body: bytearray, drops: DropLog) -> tuple[list[str], int | None]
     top = _decode_top(body, _LIST)
     serial = _read_meta(top.meta)
     projects = _decode_each(top.projects, _PROJECTS, _PROJECT, drops, "projects")
-    names = [name for p in projects if (name := _text(p.name)) is not None]
+    names = [name for p in projects if (name := storable_text(p.name)) is not None]
     if len(names) < len(projects):
         for project in projects:
-            if _text(project.name) is None:
+            if storable_text(project.name) is None:
                 drops.drop("the whole entry", project.name, "name is not a string of text")
     return names, serial
 
@@ -280,13 +281,8 @@ def _file_from_json(raw: _File, resolver: Resolver, drops: DropLog) -> FileEntry
     )
 
 
-def _text(value: object) -> str | None:
-    # PostgreSQL text cannot hold NUL (JSON can, as an escape): such a string is no string.
-    return value if isinstance(value, str) and value and "\x00" not in value else None
-
-
 def _text_field(value: object, drops: DropLog, filename: str, what: str) -> str | None:
-    text = _text(value)
+    text = storable_text(value)
     if text is None and value is not None and value != "":
         drops.drop(what, filename, f"{value!r} is not a string of text")
     return text
@@ -304,10 +300,10 @@ def _hashes(value: object, drops: DropLog, filename: str) -> dict[str, str]:
 def _yanked(value: object, drops: DropLog, filename: str) -> str | None:
     # PEP 592: `true` or a reason; an empty reason still means yanked.
     if isinstance(value, str):
-        if "\x00" not in value:
-            return value
-        drops.drop("yanked reason", filename, f"{value!r} holds a NUL")
-        return ""
+        reason = storable_text(value)
+        if reason is None and value:
+            drops.drop("yanked reason", filename, f"{value!r} is not a string of text")
+        return reason or ""
     if value is not None and not isinstance(value, bool):
         # 1 / 0 and the like: yanked when truthy, with no reason we could show.
         drops.drop("yanked reason", filename, f"{value!r} is neither a boolean nor a string")

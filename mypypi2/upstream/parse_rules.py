@@ -31,6 +31,11 @@ HTML_TYPES = ("application/vnd.pypi.simple.v1+html", "text/html")
 MAX_FILENAME_BYTES = 255
 # Serials and sizes go into PostgreSQL bigint columns.
 BIGINT_END = 2**63
+# PostgreSQL text cannot hold U+0000 (nor can a request line), so no NUL leaves a parser.
+# Each format loses to one what it allows: HTML text has none, as its tokenizer reads NUL
+# as U+FFFD (`without_nul`); a JSON string may escape one, and then it is no string
+# (`storable_text`; a filename with one is no safe filename, `names.is_safe_filename`).
+NUL = "\x00"
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 # A path segment no URL parser changes (no dot segment, scheme, query or whitespace).
@@ -76,6 +81,16 @@ def bigint(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < BIGINT_END:
         return value
     return None
+
+
+def without_nul(text: str) -> str:
+    """Decoded HTML as a tokenizer reads it: every NUL is U+FFFD."""
+    return text.replace(NUL, "\ufffd") if NUL in text else text
+
+
+def storable_text(value: object) -> str | None:
+    """`value` when it is a non-empty string PostgreSQL text can hold, else None."""
+    return value if isinstance(value, str) and value and NUL not in value else None
 
 
 def unique(values: Iterable[str]) -> tuple[str, ...]:
@@ -141,8 +156,8 @@ class Resolver:
 
     def resolve(self, href: str) -> tuple[str, str] | None:
         """(absolute URL without fragment, fragment), or None when it is not an HTTP URL."""
-        if "\x00" in href:
-            return None  # not storable as text, not sendable in a request line
+        if NUL in href:
+            return None  # only a JSON url can hold one
         url, _, fragment = href.partition("#")
         if not _PLAIN_FRAGMENT.fullmatch(fragment):
             return _join(self._base, href)  # urlsplit drops tabs and newlines, even here

@@ -289,6 +289,22 @@ def test_structured_but_wrong_html_gives_a_page_or_malformed(text: str) -> None:
 
 
 @PROPERTY
+@given(st.text(st.sampled_from("\x00a-_.é"), max_size=8).filter(lambda text: "\x00" in text))
+def test_html_reads_nul_as_the_replacement_character(piece: str) -> None:
+    # As an HTML tokenizer does; PostgreSQL text could not hold it anyway.
+    def body(text: str) -> bytes:
+        return (
+            f'<meta name="pypi:project-status" content="{text}">'
+            f'<a href="demo_pkg-1.0{text}.tar.gz" data-yanked="{text}"'
+            f' data-requires-python="{text}">{text}</a>'
+        ).encode()
+
+    as_sent = page_or_malformed(body(piece), HTML_CT)
+    assert as_sent is not None and as_sent.files
+    assert as_sent == page_or_malformed(body(piece.replace("\x00", "\ufffd")), HTML_CT)
+
+
+@PROPERTY
 @given(
     st.lists(urlish, min_size=1, max_size=8),
     st.sampled_from([PAGE_URL, "https://u.example/a/./b/../c", "http://u.example"]),
