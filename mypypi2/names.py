@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import re
 
 from packaging.utils import InvalidName, canonicalize_name
 
-_SEPARATORS = re.compile(r"[-_.]+")
 # Longer names are refused before any lookup. Generous: real project names run to a few
 # dozen characters. Far past it a name would only fill our memo and, past ~2.7 kB, hit
 # PostgreSQL's B-tree index row limit (a 500, after an upstream GET).
@@ -16,8 +14,9 @@ _SDIST_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tar.Z", ".tar", ".tgz", "
 
 
 def normalize(name: str) -> str:
-    """PEP 503 normalization: runs of `-_.` become one `-`, lowercase."""
-    return _SEPARATORS.sub("-", name).lower()
+    """PEP 503 normalization (runs of `-_.` become one `-`, lowercase) of any text, valid
+    name or not: a display name, or the name part of a filename."""
+    return canonicalize_name(name)
 
 
 def canonical_name(name: str) -> str | None:

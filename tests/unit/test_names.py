@@ -98,6 +98,12 @@ def test_normalize_is_pep_503(name: str, expected: str) -> None:
     assert names.normalize(name) == expected
 
 
+@PROPERTY
+@given(st.text(st.characters() | st.sampled_from("-_.")))
+def test_normalize_of_any_text_is_pep_503_s_expression(name: str) -> None:
+    assert names.normalize(name) == re.sub(r"[-_.]+", "-", name).lower()
+
+
 @pytest.mark.parametrize(
     ("filename", "safe"),
     [
