@@ -4,10 +4,16 @@ Sources, later ones winning: defaults, one config file (`config.toml`, `config.j
 `config.yaml` in the working directory, or the file named with `--config`), then environment
 variables `MYPYPI2_<KEY>` where nested keys are joined with `__` and repositories are
 addressed by name: `MYPYPI2_DATABASE__URL`, `MYPYPI2_REPOSITORIES__PRIVATE__PASSWORD`.
+
+Every option is declared once: its type, its constraints and its description (msgspec
+`Meta`), which both the error messages and `config.example.toml` (example_config.py) use.
+Durations and sizes may be written with a unit; `load` turns them into numbers before the
+Structs are built, so the rest of the code reads float seconds and int bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,17 +22,20 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
 import tomli_w
 import yaml
+from msgspec import Meta
+from msgspec import inspect as types
 
 from mypypi2.errors import ConfigError
 from mypypi2.urls import REDACTED as REDACTED  # `config --show` output, tested
-from mypypi2.urls import redact_url
+from mypypi2.urls import normalize_host, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -43,57 +52,228 @@ _KUBERNETES_SERVICE_VARIABLE = re.compile(
 )
 _REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 MIB = 1024 * 1024
-SERVERS = ("granian", "hypercorn")
+
+# --- durations and sizes -------------------------------------------------------------------
+
+# An option of one of these types also takes a string with a unit ("15m", "512MiB").
+Seconds = Annotated[float, Meta(extra={"unit": "duration"})]
+WholeSeconds = Annotated[int, Meta(extra={"unit": "duration"})]
+Bytes = Annotated[int, Meta(extra={"unit": "size"})]
+Unit = Literal["duration", "size"]
+
+# Unit names are matched case-insensitively; none means seconds or bytes.
+_UNITS: dict[Unit, dict[str, int]] = {
+    "duration": {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400},
+    "size": {
+        **{"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12},
+        **{"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40},
+    },
+}
+# What each accepts, for error messages and config.example.toml.
+FORMS: dict[Unit, str] = {
+    "duration": 'a number of seconds, or a number and s, m, h or d ("90s", "15m", "36h", "7d")',
+    "size": "a number of bytes, or a number and kB, MB, GB, TB (powers of 1000) or KiB, MiB, "
+    'GiB, TiB (powers of 1024), such as "512MiB" or "200GB"',
+}
+_QUANTITY = re.compile(r"\s*([-+]?\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "90", "90s", "1.5m", "36h", "7d"; ValueError naming the accepted forms."""
+    return float(_quantity(text, "duration"))
+
+
+def parse_size(text: str) -> int:
+    """Bytes in "1000", "512MiB", "200GB" (GB = 10**9, GiB = 2**30); ValueError otherwise."""
+    amount = _quantity(text, "size")
+    if amount.denominator != 1:
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return int(amount)
+
+
+def _quantity(text: str, unit: Unit) -> Fraction:
+    match = _QUANTITY.fullmatch(text)
+    scale = _UNITS[unit].get(match[2].lower()) if match else None
+    if match is None or scale is None:
+        raise ValueError(f"{text!r} is not a {unit}: {FORMS[unit]}")
+    return Fraction(match[1]) * scale
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling with a unit: 600 -> "10m", 90 -> "90s"."""
+    for name, scale in sorted(_UNITS["duration"].items(), key=lambda item: -item[1]):
+        if seconds and name and seconds % scale == 0:
+            return f"{int(seconds // scale)}{name}"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """The shortest exact binary spelling: 16777216 -> "16MiB", 1000 -> "1000B"."""
+    for name in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _UNITS["size"][name.lower()]
+        if size and size % scale == 0:
+            return f"{size // scale}{name}"
+    return f"{size}B"
+
+
+# --- file-hosts entries --------------------------------------------------------------------
+
+
+class FileHost(NamedTuple):
+    """One `file-hosts` entry: a host, "*." + a domain (its subdomains), or "*" (any host)."""
+
+    host: str  # normalized; empty for "*"
+    subdomains: bool
+
+    @classmethod
+    def parse(cls, entry: str) -> FileHost:
+        if entry == "*":
+            return cls("", subdomains=True)
+        host = entry.removeprefix("*.")
+        if not host or any(c in host for c in "*/@: "):
+            raise ValueError(
+                f"file-hosts entry {entry!r}: use a host (no port), '*.' + a domain, or '*'"
+            )
+        return cls(normalize_host(host), subdomains=host != entry)
+
+    def matches(self, host: str) -> bool:
+        host = normalize_host(host)
+        if not self.subdomains:
+            return host == self.host
+        return not self.host or host.endswith(f".{self.host}")
+
+
+# --- the options ---------------------------------------------------------------------------
+
+ServerName = Literal["granian", "hypercorn"]
+SERVERS: tuple[ServerName, ...] = get_args(ServerName)
 
 
 class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
     """One cached index: served under `/{name}/simple/`, pulled from `upstream`."""
 
-    name: str
-    upstream: str
-    # Seconds a project page is served without asking the upstream (the public index's
-    # own CDN uses 600).
-    ttl: float = 600.0
-    # Seconds the project list is served without asking the upstream.
-    list_ttl: float = 600.0
-    # Seconds an upstream 404 is remembered before asking again.
-    negative_ttl: float = 300.0
-    # Seconds past the TTL during which a page is answered at once from the store while
-    # one background request revalidates it (RFC 5861 stale-while-revalidate).
-    stale_while_revalidate: float = 60.0
-    # Seconds past the TTL during which a stored page is served, marked stale, when the
-    # upstream fails (timeout, connection error, 5xx, bad page); "forever" for no limit.
-    stale_if_error: float | Literal["forever"] = 86400.0
-    # Consecutive upstream 404s before a project we hold is treated as gone; one flaky
-    # answer never deletes a page.
-    gone_after_404s: int = 3
-    # Client `Cache-Control: no-cache` / `max-age=0` (older pips on every page, uv
-    # --refresh) makes us revalidate with the upstream when the page was confirmed longer
-    # ago than this many seconds (0: every time; -1: never, the TTL alone decides).
-    no_cache_revalidate_after: float = 5.0
-    # Cache-Control max-age sent to clients for pages; unset: the TTL.
-    client_max_age: int | None = None
-    connect_timeout: float = 10.0
-    # Longest silence while reading a response.
-    read_timeout: float = 30.0
-    # Seconds a whole page fetch (or a .metadata file) may take, redirects included.
-    total_timeout: float = 120.0
-    # Seconds one distribution file may take to download in all, redirects included.
-    download_timeout: float = 3600.0
-    max_page_bytes: int = 32 * MIB
-    max_list_bytes: int = 512 * MIB
-    # Credentials for a private upstream: HTTP basic auth and/or extra request headers
-    # (`https://user:password@host/` in `upstream` is basic auth too). They are sent to the
-    # upstream's own origin only: never along a redirect or to a file URL elsewhere.
-    username: str | None = None
-    password: str | None = None
-    headers: dict[str, str] = {}
-    # Hosts besides the upstream's own that file and .metadata URLs (and redirects) may
-    # lead to: "files.example", "*.files.example" (its subdomains) or "*" (any). A listed
-    # host is trusted at any address. Empty: any host, but only at public addresses or at
-    # addresses of the kind the upstream itself has, so a public upstream can never send
-    # us to loopback, private or link-local addresses (such as 169.254.169.254).
-    file_hosts: list[str] = []
+    name: Annotated[
+        str,
+        Meta(
+            description="Required. The first part of the URL path: lowercase letters, digits, "
+            "'.', '_' and '-'."
+        ),
+    ]
+    upstream: Annotated[
+        str,
+        Meta(
+            description="Required. The upstream's Simple API root, an http(s) URL. Credentials "
+            "in it (https://user:password@host/) are sent as basic auth and never shown."
+        ),
+    ]
+    # The public index's own CDN keeps pages for 600 seconds too.
+    ttl: Annotated[
+        Seconds,
+        Meta(ge=0, description="How long a project page is served without asking the upstream."),
+    ] = 600.0
+    list_ttl: Annotated[
+        Seconds,
+        Meta(ge=0, description="How long the project list is served without asking the upstream."),
+    ] = 600.0
+    negative_ttl: Annotated[
+        Seconds,
+        Meta(ge=0, description="How long an upstream 404 is remembered before asking again."),
+    ] = 300.0
+    # RFC 5861 stale-while-revalidate.
+    stale_while_revalidate: Annotated[
+        Seconds,
+        Meta(
+            ge=0,
+            description="How long past the TTL a page is answered at once from the store while "
+            "one background request revalidates it.",
+        ),
+    ] = 60.0
+    stale_if_error: Annotated[
+        Annotated[Seconds, Meta(ge=0)] | Literal["forever"],
+        Meta(
+            description="How long past the TTL a stored page is still served (marked with "
+            "X-Mypypi2-Stale) when the upstream fails (timeout, connection error, 5xx, bad "
+            'page); "forever" for no limit.'
+        ),
+    ] = 86400.0
+    gone_after_404s: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Consecutive upstream 404s before a stored project is treated as gone "
+            "(one flaky answer never deletes a page).",
+        ),
+    ] = 3
+    no_cache_revalidate_after: Annotated[
+        Seconds,
+        Meta(
+            ge=-1,
+            description="A client's Cache-Control no-cache / max-age=0 (older pips send it on "
+            "every page, uv with --refresh) revalidates the page with the upstream when it was "
+            "confirmed longer ago than this; 0: every time; -1: never (the TTL alone decides).",
+        ),
+    ] = 5.0
+    client_max_age: Annotated[
+        Annotated[WholeSeconds, Meta(ge=0)] | None,
+        Meta(description="Cache-Control max-age sent to clients with pages; unset: the TTL."),
+    ] = None
+    connect_timeout: Annotated[
+        Seconds, Meta(gt=0, description="How long to wait for a connection to the upstream.")
+    ] = 10.0
+    read_timeout: Annotated[
+        Seconds, Meta(gt=0, description="Longest silence while reading an upstream response.")
+    ] = 30.0
+    total_timeout: Annotated[
+        Seconds,
+        Meta(
+            gt=0,
+            description="How long a whole upstream page fetch (or .metadata file) may take, "
+            "redirects included.",
+        ),
+    ] = 120.0
+    download_timeout: Annotated[
+        Seconds,
+        Meta(
+            gt=0,
+            description="How long one distribution file may take to download in all, redirects "
+            "included (read-timeout still bounds each silence).",
+        ),
+    ] = 3600.0
+    max_page_bytes: Annotated[
+        Bytes, Meta(gt=0, description="Largest project page accepted from the upstream.")
+    ] = 32 * MIB
+    max_list_bytes: Annotated[
+        Bytes, Meta(gt=0, description="Largest project list accepted from the upstream.")
+    ] = 512 * MIB
+    username: Annotated[
+        str | None,
+        Meta(description="HTTP basic auth user for a private upstream. Default: none."),
+    ] = None
+    password: Annotated[
+        str | None,
+        Meta(
+            description="Its password (needs username). Default: none. Better kept out of "
+            "files: MYPYPI2_REPOSITORIES__<NAME>__PASSWORD."
+        ),
+    ] = None
+    headers: Annotated[
+        dict[str, str],
+        Meta(
+            description="Extra HTTP headers sent with every upstream request (to the upstream's "
+            "own origin only, never along a redirect or to a file host). Default: none."
+        ),
+    ] = {}
+    file_hosts: Annotated[
+        list[str],
+        Meta(
+            description="Hosts besides the upstream's own that file URLs, .metadata URLs and "
+            'redirects may lead to: "files.example", "*.cdn.example" (its subdomains) or "*" '
+            "(any); a listed host is trusted at any address. Empty: any host, but only at "
+            "public addresses or at addresses of the kind the upstream itself has, so a public "
+            "upstream never sends the cache to loopback, private or link-local addresses "
+            "(169.254.169.254)."
+        ),
+    ] = []
 
     def __post_init__(self) -> None:
         if not _REPOSITORY_NAME.match(self.name):
@@ -101,157 +281,224 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         parts = urlsplit(self.upstream)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"upstream {self.upstream!r} is not an http(s) URL")
-        for key in ("ttl", "list_ttl", "negative_ttl", "stale_while_revalidate"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key.replace('_', '-')} must be >= 0")
-        for key in ("connect_timeout", "read_timeout", "total_timeout", "download_timeout"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key.replace('_', '-')} must be > 0")
-        for key in ("max_page_bytes", "max_list_bytes"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key.replace('_', '-')} must be > 0")
-        if self.stale_if_error != "forever" and self.stale_if_error < 0:
-            raise ValueError('stale-if-error must be >= 0 or "forever"')
-        if self.gone_after_404s < 1:
-            raise ValueError("gone-after-404s must be >= 1")
-        if self.no_cache_revalidate_after < -1:
-            raise ValueError("no-cache-revalidate-after must be >= 0, or -1 for never")
-        if self.client_max_age is not None and self.client_max_age < 0:
-            raise ValueError("client-max-age must be >= 0")
         if self.password is not None and self.username is None:
             raise ValueError("password is set but username is not")
         if "@" in parts.netloc and self.username is not None:
             raise ValueError("credentials are both in the upstream URL and in username: use one")
-        for pattern in self.file_hosts:
-            host = pattern.removeprefix("*.")
-            if pattern != "*" and (not host or any(c in host for c in "*/@: ")):
-                raise ValueError(
-                    f"file-hosts entry {pattern!r}: use a host (no port), '*.' + a domain, or '*'"
-                )
+        for entry in self.file_hosts:
+            FileHost.parse(entry)
 
 
 class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # Worker processes; 0 means one per CPU core.
-    workers: int = 0
-    # The ASGI server `mypypi2 serve` runs: granian (default) or hypercorn.
-    server: str = "granian"
-    # Where clients reach us, when behind a reverse proxy under a path prefix
-    # ("/mirror") or another host ("https://cache.example/mirror"). Empty: the URLs we emit
-    # are root-relative.
-    base_url: str = ""
-    # Rendered pages kept in each worker's memory.
-    cache_entries: int = 4096
-    # Seconds a connection may take to send a complete request head, counted from when it
-    # opened or its last response ended: half-sent (slowloris) and idle keep-alive
-    # connections are closed after that.
-    header_timeout: float = 10.0
-    # Connections each worker holds open at once, idle and half-sent ones included (about
-    # 20 KB each); more wait in the listen backlog. granian only: hypercorn has no cap.
-    # At most half the open-file limit, which `serve` raises to its maximum.
-    worker_connections: int = 4096
-    # Connections the kernel queues until a worker accepts them (capped by the kernel's
-    # net.core.somaxconn).
-    backlog: int = 4096
+    """The HTTP server started by `mypypi2 serve` (its options override these)."""
+
+    host: Annotated[str, Meta(description="Address to listen on.")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535, description="TCP port to listen on.")] = 8000
+    workers: Annotated[
+        int, Meta(ge=0, description="Worker processes; 0 starts one per CPU core.")
+    ] = 0
+    server: Annotated[
+        ServerName, Meta(description='The ASGI server: "granian" or "hypercorn".')
+    ] = "granian"
+    base_url: Annotated[
+        str,
+        Meta(
+            description="Where clients reach the cache when it sits behind a reverse proxy: a "
+            'path prefix ("/mirror") or a full URL ("https://cache.example/mirror"). Empty: the '
+            "URLs in pages are root-relative."
+        ),
+    ] = ""
+    cache_entries: Annotated[
+        int, Meta(ge=1, description="Rendered pages each worker keeps in memory (a count).")
+    ] = 4096
+    header_timeout: Annotated[
+        Seconds,
+        Meta(
+            gt=0,
+            description="How long a connection may take to send a complete request head, "
+            "counted from when it opened or from its last response: connections that never "
+            "finish their headers (slowloris) and idle keep-alive ones are closed after that.",
+        ),
+    ] = 10.0
+    worker_connections: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Connections each worker holds open at once, idle and half-sent ones "
+            "included (about 20 KB of memory each); more wait in the backlog. granian only "
+            "(hypercorn has no cap). At most half the open-file limit, which serve raises to "
+            "its hard maximum.",
+        ),
+    ] = 4096
+    backlog: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Connections the kernel queues until a worker accepts them (the kernel "
+            "caps it at net.core.somaxconn).",
+        ),
+    ] = 4096
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError("port must be between 1 and 65535")
-        if self.workers < 0:
-            raise ValueError("workers must be >= 0")
-        if self.server not in SERVERS:
-            raise ValueError(f"server must be one of {', '.join(SERVERS)}")
         if self.base_url:
             parts = urlsplit(self.base_url)
             if parts.query or parts.fragment or (parts.scheme and not parts.netloc):
                 raise ValueError(f"base-url {self.base_url!r} must be a path or http(s) URL")
             if not parts.scheme and not self.base_url.startswith("/"):
                 raise ValueError(f"base-url {self.base_url!r} must start with '/' or a scheme")
-        if self.cache_entries < 1:
-            raise ValueError("cache-entries must be >= 1")
-        if self.header_timeout <= 0:
-            raise ValueError("header-timeout must be > 0")
-        if self.worker_connections < 1:
-            raise ValueError("worker-connections must be >= 1")
-        if self.backlog < 1:
-            raise ValueError("backlog must be >= 1")
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
-    # A PostgreSQL DSN. Empty: start the embedded PostgreSQL in `data-dir/postgres`.
-    url: str = ""
-    pool_min_size: int = 1
-    pool_max_size: int = 10
-    # Seconds a request waits for a free pooled connection before it is answered 503.
-    pool_acquire_timeout: float = 3.0
-    # Seconds any one statement may run, lock waits included (0: no limit).
-    statement_timeout: float = 15.0
+    """PostgreSQL, shared by every worker and replica."""
+
+    url: Annotated[
+        str,
+        Meta(
+            description="A postgresql:// DSN. Empty: start the embedded PostgreSQL in "
+            "<data-dir>/postgres."
+        ),
+    ] = ""
+    pool_min_size: Annotated[int, Meta(ge=0, description="Connections each worker keeps open.")] = 1
+    pool_max_size: Annotated[int, Meta(ge=1, description="Most connections each worker opens.")] = (
+        10
+    )
+    pool_acquire_timeout: Annotated[
+        Seconds,
+        Meta(
+            gt=0,
+            description="How long a request waits for a free connection of its worker's pool; "
+            "then it is answered 503 (a full pool never hangs a request).",
+        ),
+    ] = 3.0
+    statement_timeout: Annotated[
+        Seconds,
+        Meta(
+            ge=0,
+            description="How long any one statement may run, lock waits included; 0: no limit.",
+        ),
+    ] = 15.0
 
     def __post_init__(self) -> None:
         if self.url and urlsplit(self.url).scheme not in ("postgresql", "postgres"):
             raise ValueError("url must be a postgresql:// DSN")
-        if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
-            raise ValueError("need 0 <= pool-min-size <= pool-max-size and pool-max-size >= 1")
-        if self.pool_acquire_timeout <= 0:
-            raise ValueError("pool-acquire-timeout must be > 0")
-        if self.statement_timeout < 0:
-            raise ValueError("statement-timeout must be >= 0 (0: no limit)")
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool-min-size must be <= pool-max-size")
 
 
 class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
-    """Where verified distribution files are kept."""
+    """Where verified distribution files are kept: a local directory or an S3-compatible
+    bucket."""
 
-    # "disk" (a local directory) or "s3" (an S3-compatible bucket).
-    backend: str = "disk"
-    # disk: the directory. Empty: `files` inside the data directory.
-    path: str = ""
-    # s3: the bucket, a key prefix inside it, and how to reach it.
-    bucket: str = ""
-    prefix: str = ""
-    endpoint_url: str = ""  # empty: the AWS endpoint of `region`
-    region: str = ""
-    access_key_id: str | None = None  # unset: the usual AWS credential chain
-    secret_access_key: str | None = None
-    addressing_style: str = "auto"  # auto, path or virtual
-    # s3: answer stored files with a redirect to the object (a presigned URL, or
-    # `public-url` + key for a public bucket or CDN); false: stream them through us.
-    redirect: bool = True
-    redirect_status: int = 308
-    public_url: str = ""
-    presign_seconds: int = 3600
-    # s3: multipart part size in bytes; memory per upload stays at one part.
-    part_size: int = 16 * MIB
+    backend: Annotated[
+        Literal["disk", "s3"],
+        Meta(description='"disk" (a local directory) or "s3" (an S3-compatible bucket).'),
+    ] = "disk"
+    path: Annotated[
+        str, Meta(description="disk: the directory. Empty: files/ inside data-dir.")
+    ] = ""
+    bucket: Annotated[str, Meta(description='s3: the bucket; required with backend = "s3".')] = ""
+    prefix: Annotated[str, Meta(description="s3: a key prefix inside the bucket.")] = ""
+    endpoint_url: Annotated[
+        str,
+        Meta(
+            description="s3: the service's http(s) URL (MinIO, Ceph, R2, ...). Empty: the AWS "
+            "endpoint of region."
+        ),
+    ] = ""
+    region: Annotated[
+        str, Meta(description="s3: the region. Empty: the one the AWS configuration names.")
+    ] = ""
+    access_key_id: Annotated[
+        str | None,
+        Meta(
+            description="s3: the access key, set together with secret-access-key. Default: "
+            "none, the usual AWS credential chain (environment, profile, instance role)."
+        ),
+    ] = None
+    secret_access_key: Annotated[
+        str | None,
+        Meta(
+            description="s3: its secret. Default: none. Better kept out of files: "
+            "MYPYPI2_STORAGE__SECRET_ACCESS_KEY."
+        ),
+    ] = None
+    addressing_style: Annotated[
+        Literal["auto", "path", "virtual"],
+        Meta(
+            description='s3: "auto", "path" (endpoint/bucket/key) or "virtual" '
+            "(bucket.endpoint/key)."
+        ),
+    ] = "auto"
+    redirect: Annotated[
+        bool,
+        Meta(
+            description="s3: answer a stored file with a redirect to the object (a presigned "
+            "URL, or public-url + key); false: stream it through the cache."
+        ),
+    ] = True
+    redirect_status: Annotated[
+        Literal[301, 302, 303, 307, 308],
+        Meta(description="s3: the status of that redirect: 301, 302, 303, 307 or 308."),
+    ] = 308
+    public_url: Annotated[
+        str,
+        Meta(
+            description="s3: base URL of a public bucket or of a CDN in front of it; redirects "
+            "then go there instead of to a presigned URL. Empty: presign."
+        ),
+    ] = ""
+    presign_seconds: Annotated[
+        WholeSeconds, Meta(gt=0, description="s3: how long a presigned URL stays valid.")
+    ] = 3600
+    part_size: Annotated[
+        Bytes,
+        Meta(
+            ge=5 * MIB,
+            description="s3: multipart upload part size, at least 5 MiB (the S3 minimum); each "
+            "upload holds one part in memory.",
+        ),
+    ] = 16 * MIB
 
     def __post_init__(self) -> None:
-        if self.backend not in ("disk", "s3"):
-            raise ValueError("backend must be disk or s3")
         if self.backend == "s3" and not self.bucket:
             raise ValueError("bucket is required with backend = s3")
         if self.endpoint_url and urlsplit(self.endpoint_url).scheme not in ("http", "https"):
             raise ValueError(f"endpoint-url {self.endpoint_url!r} is not an http(s) URL")
-        if self.addressing_style not in ("auto", "path", "virtual"):
-            raise ValueError("addressing-style must be auto, path or virtual")
-        if self.redirect_status not in (301, 302, 303, 307, 308):
-            raise ValueError("redirect-status must be one of 301, 302, 303, 307, 308")
-        if self.presign_seconds <= 0:
-            raise ValueError("presign-seconds must be > 0")
-        if self.part_size < 5 * MIB:
-            raise ValueError("part-size must be at least 5 MiB (the S3 minimum)")
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("set both access-key-id and secret-access-key, or neither")
 
 
+def _section(struct: type[msgspec.Struct]) -> Meta:
+    return Meta(description=" ".join((struct.__doc__ or "").split()))
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
-    # The embedded PostgreSQL, downloads in progress and (by default) stored files live here.
-    data_dir: str = "data"
-    # Never contact any upstream: serve what is stored, 404 for the rest.
-    offline: bool = False
-    server: ServerConfig = ServerConfig()
-    database: DatabaseConfig = DatabaseConfig()
-    storage: StorageConfig = StorageConfig()
-    # Empty: one repository "pypi" whose upstream is the index pip is configured with.
-    repositories: tuple[RepositoryConfig, ...] = ()
+    data_dir: Annotated[
+        str,
+        Meta(
+            description="Directory for the embedded PostgreSQL, downloads in progress and (by "
+            "default) stored files, relative to the working directory."
+        ),
+    ] = "data"
+    offline: Annotated[
+        bool,
+        Meta(
+            description="Never contact any upstream: serve what is stored, 404 for the rest "
+            "(also `mypypi2 serve --offline`)."
+        ),
+    ] = False
+    # A section's description is its Struct's docstring.
+    server: Annotated[ServerConfig, _section(ServerConfig)] = ServerConfig()
+    database: Annotated[DatabaseConfig, _section(DatabaseConfig)] = DatabaseConfig()
+    storage: Annotated[StorageConfig, _section(StorageConfig)] = StorageConfig()
+    repositories: Annotated[
+        tuple[RepositoryConfig, ...],
+        Meta(
+            description="One [[repositories]] table per cached index, served under "
+            "/<name>/simple/. With none, one repository named pypi caches the index pip itself "
+            "is configured with (PIP_INDEX_URL, pip's config files, else pip's default)."
+        ),
+    ] = ()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -262,6 +509,181 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="ke
 
     def repository(self, name: str) -> RepositoryConfig | None:
         return next((r for r in self.repositories if r.name == name), None)
+
+
+# --- what the options are made of ----------------------------------------------------------
+
+
+class Option(NamedTuple):
+    """One option of a Struct: what `config.example.toml` says of it."""
+
+    attribute: str
+    name: str  # as written in a config file
+    description: str
+    unit: Unit | None
+
+
+@functools.cache
+def options(struct: type[msgspec.Struct]) -> tuple[Option, ...]:
+    info = types.type_info(struct)
+    assert isinstance(info, types.StructType)
+    return tuple(
+        Option(
+            f.name,
+            f.encode_name,
+            _description(f.type, f"{struct.__name__}.{f.name}"),
+            _unit(f.type),
+        )
+        for f in info.fields
+    )
+
+
+def _description(type_: types.Type, where: str) -> str:
+    schema = type_.extra_json_schema if isinstance(type_, types.Metadata) else None
+    if not schema or not schema.get("description"):
+        raise TypeError(f"{where} has no Meta(description=...)")
+    return str(schema["description"])
+
+
+@functools.cache
+def _config_type() -> types.StructType:
+    info = types.type_info(Config)
+    assert isinstance(info, types.StructType)
+    return info
+
+
+def _bare(type_: types.Type) -> types.Type:
+    return type_.type if isinstance(type_, types.Metadata) else type_
+
+
+def _members(type_: types.Type) -> tuple[types.Type, ...]:
+    """The alternatives of a union (each with its own metadata), else `type_` alone."""
+    bare = _bare(type_)
+    return bare.types if isinstance(bare, types.UnionType) else (type_,)
+
+
+def _unit(type_: types.Type) -> Unit | None:
+    for member in (type_, *_members(type_)):
+        if isinstance(member, types.Metadata) and member.extra and "unit" in member.extra:
+            unit: Unit = member.extra["unit"]
+            return unit
+    return None
+
+
+def _choices(type_: types.Type) -> tuple[object, ...]:
+    return tuple(
+        value
+        for member in _members(type_)
+        if isinstance(bare := _bare(member), types.LiteralType)
+        for value in bare.values
+    )
+
+
+def _with_unit(text: str, type_: types.Type, unit: Unit) -> object:
+    """The number `text` means for an option of `type_` ("forever" stays, where allowed)."""
+    choices = _choices(type_)
+    if text in choices:
+        return text
+    if unit == "size":
+        return parse_size(text)
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        if not choices:
+            raise
+        raise ValueError(f"{exc}; or {', '.join(json.dumps(c) for c in choices)}") from None
+    if any(isinstance(_bare(m), types.IntType) for m in _members(type_)):
+        if not seconds.is_integer():
+            raise ValueError(f"{text!r} is not a whole number of seconds")
+        return int(seconds)
+    return seconds
+
+
+def _numbers_for_units(value: Any, type_: types.Type, path: str) -> Any:
+    """`value` (config data for `type_`) with durations and sizes written as strings turned
+    into numbers; ValueError naming the option (`repositories[0].ttl`) for a bad one."""
+    bare = _bare(type_)
+    if isinstance(bare, types.StructType) and isinstance(value, dict):
+        for field in bare.fields:
+            if field.encode_name in value:
+                where = f"{path}.{field.encode_name}" if path else field.encode_name
+                value[field.encode_name] = _numbers_for_units(
+                    value[field.encode_name], field.type, where
+                )
+    elif isinstance(bare, types.VarTupleType) and isinstance(value, list):
+        return [_numbers_for_units(v, bare.item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    elif isinstance(value, str) and (unit := _unit(type_)) is not None:
+        try:
+            return _with_unit(value, type_, unit)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return value
+
+
+def _rule(type_: types.Type) -> str:
+    """What a value of `type_` must be ("between 1 and 65535"); "" when its type says it all."""
+    members = _members(type_)
+    if len(members) > 1:
+        return " or ".join(rule for rule in map(_rule, members) if rule)
+    bare = _bare(type_)
+    if isinstance(bare, types.LiteralType):
+        shown = ", ".join(json.dumps(v) for v in bare.values)
+        return shown if len(bare.values) == 1 else f"one of {shown}"
+    if not isinstance(bare, (types.IntType, types.FloatType)):
+        return ""
+
+    def show(bound: float) -> str:
+        return format_size(int(bound)) if bound and _unit(type_) == "size" else str(bound)
+
+    if bare.ge is not None and bare.le is not None:
+        return f"between {show(bare.ge)} and {show(bare.le)}"
+    bounds = ((">=", bare.ge), (">", bare.gt), ("<=", bare.le), ("<", bare.lt))
+    return " and ".join(f"{op} {show(v)}" for op, v in bounds if v is not None)
+
+
+def _field_at(path: str) -> types.Field | None:
+    """The option at `path` ("repositories[0].ttl"), None for a section or list entry."""
+    type_: types.Type = _config_type()
+    field = None
+    for part in re.findall(r"\[\d+\]|[^.\[]+", path):
+        bare = _bare(type_)
+        if part.startswith("[") and isinstance(bare, types.VarTupleType):
+            type_, field = bare.item_type, None
+        elif isinstance(bare, types.StructType):
+            field = next((f for f in bare.fields if f.encode_name == part), None)
+            if field is None:
+                return None
+            type_ = field.type
+        else:
+            return None
+    return field
+
+
+_AT = re.compile(r"(?P<reason>.*) - at `\$\.?(?P<path>[^`]*)`")
+
+
+def _explained(error: msgspec.ValidationError) -> str:
+    """msgspec's message with the option first ("server.port must be between 1 and 65535
+    (TCP port to listen on)"): the rule and description come from the option's Meta."""
+    match = _AT.fullmatch(str(error))
+    if match is None:
+        return str(error)
+    reason, path = match["reason"], match["path"]
+    field = _field_at(path)
+    if field is None:
+        return f"{path}: {reason}" if path else reason
+    rule, unit = _rule(field.type), _unit(field.type)
+    given = reason.removeprefix("Invalid enum value ")
+    if rule and (given != reason or (reason.startswith("Expected `") and ", got " not in reason)):
+        summary = _description(field.type, path).split(". ")[0].removesuffix(".")
+        return (
+            f"{path} must be {rule}"
+            + (f", not {given}" if given != reason else "")
+            + f" ({summary})"
+        )
+    if unit is not None and ", got " in reason:
+        return f"{path}: expected a {unit} ({FORMS[unit]}), got {reason.split(', got ', 1)[1]}"
+    return f"{path}: {reason}"
 
 
 def find_config_file(directory: Path) -> Path | None:
@@ -279,8 +701,10 @@ def load(path: Path | None, environ: Mapping[str, str]) -> Config:
     where = str(path) if path is not None else "defaults"
     _apply_env(raw, environ)
     try:
-        config = msgspec.convert(raw, Config)
+        config = msgspec.convert(_numbers_for_units(raw, _config_type(), ""), Config)
     except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration ({where}): {_explained(exc)}") from exc
+    except ValueError as exc:  # a duration or size that is neither
         raise ConfigError(f"invalid configuration ({where}): {exc}") from exc
     if not config.repositories:
         default = RepositoryConfig(name="pypi", upstream=default_upstream(environ))
@@ -346,10 +770,15 @@ def _field_type(keys: list[str]) -> Any:
             continue
         if index == len(keys) - 1:
             return field.type
-        if not (isinstance(field.type, type) and issubclass(field.type, msgspec.Struct)):
+        section = _unannotated(field.type)
+        if not (isinstance(section, type) and issubclass(section, msgspec.Struct)):
             return None
-        struct, index = field.type, index + 1
+        struct, index = section, index + 1
     return None
+
+
+def _unannotated(type_: Any) -> Any:
+    return get_args(type_)[0] if get_origin(type_) is Annotated else type_
 
 
 def _set_override(raw: dict[str, Any], keys: list[str], value: Any, variable: str) -> None:
@@ -385,13 +814,19 @@ def _set_override(raw: dict[str, Any], keys: list[str], value: Any, variable: st
 
 
 def _convert_env_value(value: str, type_: Any, variable: str) -> Any:
-    """Tables and lists are given as JSON; scalars as plain text ("8000", "true")."""
-    structured = get_origin(type_) in (dict, list, tuple) or type_ in (dict, list, tuple)
+    """Tables and lists are given as JSON; scalars as plain text ("8000", "true", "15m")."""
+    bare = _unannotated(type_)
+    structured = get_origin(bare) in (dict, list, tuple) or bare in (dict, list, tuple)
+    info = types.type_info(type_)
+    unit = _unit(info)
     try:
         if structured:
             return msgspec.json.decode(value, type=type_)
-        return msgspec.convert(value, type_, strict=False)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        if unit is not None:
+            return _with_unit(value, info, unit)
+        # Without the option's constraints: those are checked, and explained, with the rest.
+        return msgspec.convert(value, bare, strict=False)
+    except (ValueError, msgspec.DecodeError) as exc:  # ValidationError is a ValueError
         raise ConfigError(f"{variable}: {exc}") from exc
 
 

@@ -1,9 +1,10 @@
-"""Writes `config.example.toml` from the defaults in config.py: `python -m mypypi2.example_config`.
+"""Writes `config.example.toml` from the options in config.py: `python -m mypypi2.example_config`.
 
 tomli-w writes no comments, so every option is rendered by tomli-w on its own and its
-comment from `COMMENTS` goes above it. Options unset by default (credentials, headers) are
-written commented out, with a value from `EXAMPLES`. A test checks that the committed file
-is what `render()` returns, so adding an option without a comment fails the suite.
+description (its `Meta(description=...)`) goes above it. Durations and sizes are shown with
+a unit ("10m", "32MiB"). Options unset by default (credentials, headers) are written
+commented out, with a value from `EXAMPLES`. A test checks that the committed file is what
+`render()` returns.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Any
 import msgspec
 import tomli_w
 
-from mypypi2.config import Config, RepositoryConfig
+from mypypi2.config import (
+    FORMS,
+    Config,
+    Option,
+    RepositoryConfig,
+    format_duration,
+    format_size,
+    options,
+)
 
 PATH = Path(__file__).resolve().parent.parent / "config.example.toml"
 
@@ -43,114 +52,20 @@ EXAMPLES: dict[str, Any] = {
     "repositories.client-max-age": 600,
 }
 
-COMMENTS: dict[str, str] = {
-    "offline": "Never contact any upstream: serve what is stored, 404 for the rest (also "
-    "`mypypi2 serve --offline`).",
-    "data-dir": "Directory for the embedded PostgreSQL, downloads in progress and (by "
-    "default) stored files, relative to the working directory.",
-    "server": "The HTTP server started by `mypypi2 serve` (its options override these).",
-    "server.host": "Address to listen on.",
-    "server.port": "TCP port to listen on.",
-    "server.workers": "Worker processes; 0 starts one per CPU core.",
-    "server.server": 'The ASGI server: "granian" or "hypercorn".',
-    "server.base-url": "Where clients reach the cache when it sits behind a reverse proxy: a "
-    'path prefix ("/mirror") or a full URL ("https://cache.example/mirror"). Empty: the URLs '
-    "in pages are root-relative.",
-    "server.cache-entries": "Rendered pages each worker keeps in memory (a count).",
-    "server.header-timeout": "Seconds a connection may take to send a complete request "
-    "head, counted from when it opened or from its last response: connections that never "
-    "finish their headers (slowloris) and idle keep-alive ones are closed after that.",
-    "server.worker-connections": "Connections each worker holds open at once, idle and "
-    "half-sent ones included (about 20 KB of memory each); more wait in the backlog. granian "
-    "only (hypercorn has no cap). At most half the open-file limit, which serve raises to "
-    "its hard maximum.",
-    "server.backlog": "Connections the kernel queues until a worker accepts them (the "
-    "kernel caps it at net.core.somaxconn).",
-    "database": "PostgreSQL, shared by every worker and replica.",
-    "database.url": "A postgresql:// DSN. Empty: start the embedded PostgreSQL in "
-    "<data-dir>/postgres.",
-    "database.pool-min-size": "Connections each worker keeps open.",
-    "database.pool-max-size": "Most connections each worker opens.",
-    "database.pool-acquire-timeout": "Seconds a request waits for a free connection of its "
-    "worker's pool; then it is answered 503 (a full pool never hangs a request).",
-    "database.statement-timeout": "Seconds any one statement may run, lock waits included; "
-    "0: no limit.",
-    "storage": "Where verified distribution files are kept: a local directory or an "
-    "S3-compatible bucket.",
-    "storage.backend": '"disk" (a local directory) or "s3" (an S3-compatible bucket).',
-    "storage.path": "disk: the directory. Empty: files/ inside data-dir.",
-    "storage.bucket": 's3: the bucket; required with backend = "s3".',
-    "storage.prefix": "s3: a key prefix inside the bucket.",
-    "storage.endpoint-url": "s3: the service's http(s) URL (MinIO, Ceph, R2, ...). Empty: "
-    "the AWS endpoint of region.",
-    "storage.region": "s3: the region. Empty: the one the AWS configuration names.",
-    "storage.access-key-id": "s3: the access key, set together with secret-access-key. "
-    "Default: none, the usual AWS credential chain (environment, profile, instance role).",
-    "storage.secret-access-key": "s3: its secret. Default: none. Better kept out of files: "
-    "MYPYPI2_STORAGE__SECRET_ACCESS_KEY.",
-    "storage.addressing-style": 's3: "auto", "path" (endpoint/bucket/key) or "virtual" '
-    "(bucket.endpoint/key).",
-    "storage.redirect": "s3: answer a stored file with a redirect to the object (a "
-    "presigned URL, or public-url + key); false: stream it through the cache.",
-    "storage.redirect-status": "s3: the status of that redirect: 301, 302, 303, 307 or 308.",
-    "storage.public-url": "s3: base URL of a public bucket or of a CDN in front of it; "
-    "redirects then go there instead of to a presigned URL. Empty: presign.",
-    "storage.presign-seconds": "s3: seconds a presigned URL stays valid.",
-    "storage.part-size": "s3: multipart upload part size in bytes (at least 5 MiB); each "
-    "upload holds one part in memory.",
-    "repositories": "One [[repositories]] table per cached index, served under "
-    "/<name>/simple/. With none, one repository named pypi caches the index pip itself is "
-    "configured with (PIP_INDEX_URL, pip's config files, else pip's default).",
-    "repositories.name": "Required. The first part of the URL path: lowercase letters, "
-    "digits, '.', '_' and '-'.",
-    "repositories.upstream": "Required. The upstream's Simple API root, an http(s) URL. "
-    "Credentials in it (https://user:password@host/) are sent as basic auth and never shown.",
-    "repositories.ttl": "Seconds a project page is served without asking the upstream.",
-    "repositories.list-ttl": "Seconds the project list is served without asking the upstream.",
-    "repositories.negative-ttl": "Seconds an upstream 404 is remembered before asking again.",
-    "repositories.stale-while-revalidate": "Seconds past the TTL during which a page is "
-    "answered at once from the store while one background request revalidates it.",
-    "repositories.stale-if-error": "Seconds past the TTL during which a stored page is still "
-    'served (marked with X-Mypypi2-Stale) when the upstream fails; "forever" for no limit.',
-    "repositories.gone-after-404s": "Consecutive upstream 404s before a stored project is "
-    "treated as gone (one flaky answer never deletes a page).",
-    "repositories.no-cache-revalidate-after": "A client's Cache-Control no-cache / max-age=0 "
-    "(older pips send it on every page, uv with --refresh) revalidates the page with the upstream "
-    "when it was confirmed longer ago than this many seconds; 0: every time; -1: never.",
-    "repositories.client-max-age": "Cache-Control max-age (seconds) sent to clients with "
-    "pages; unset: the TTL.",
-    "repositories.connect-timeout": "Seconds to wait for a connection to the upstream.",
-    "repositories.read-timeout": "Longest silence, in seconds, while reading an upstream response.",
-    "repositories.total-timeout": "Seconds a whole upstream page fetch (or .metadata file) "
-    "may take, redirects included.",
-    "repositories.download-timeout": "Seconds one distribution file may take to download "
-    "in all, redirects included (read-timeout still bounds each silence).",
-    "repositories.max-page-bytes": "Largest project page accepted from the upstream, in bytes.",
-    "repositories.max-list-bytes": "Largest project list accepted from the upstream, in bytes.",
-    "repositories.file-hosts": "Hosts besides the upstream's own that file URLs, .metadata "
-    'URLs and redirects may lead to: "files.example", "*.cdn.example" (its subdomains) or "*" '
-    "(any); a listed host is trusted at any address. Empty: any host, but only at public "
-    "addresses or at addresses of the kind the upstream itself has, so a public upstream "
-    "never sends the cache to loopback, private or link-local addresses (169.254.169.254).",
-    "repositories.username": "HTTP basic auth user for a private upstream. Default: none.",
-    "repositories.password": "Its password (needs username). Default: none. Better kept out "
-    "of files: MYPYPI2_REPOSITORIES__<NAME>__PASSWORD.",
-    "repositories.headers": "Extra HTTP headers sent with every upstream request (to the "
-    "upstream's own origin only, never along a redirect or to a file host). Default: none.",
-}
-
 
 def render() -> str:
     config = Config(repositories=(EXAMPLE_REPOSITORY,))
-    chunks = [HEADER, *_options(config, "")]
-    for field in msgspec.structs.fields(Config):
-        value = getattr(config, field.name)
-        name = field.encode_name
+    units = f"A duration is {FORMS['duration']}; a size is {FORMS['size']}."
+    chunks = [HEADER, _comment(units), *_options(config, "")]
+    for option in options(Config):
+        value = getattr(config, option.attribute)
         if isinstance(value, msgspec.Struct):
-            chunks += [_comment(name) + f"[{name}]\n", *_options(value, name)]
+            chunks += [_comment(option.description) + f"[{option.name}]\n"]
+            chunks += _options(value, option.name)
         elif isinstance(value, tuple):
             for entry in value:
-                chunks += [_comment(name) + f"[[{name}]]\n", *_options(entry, name)]
+                chunks += [_comment(option.description) + f"[[{option.name}]]\n"]
+                chunks += _options(entry, option.name)
     return "\n".join(chunks)
 
 
@@ -158,15 +73,15 @@ def _options(struct: msgspec.Struct, section: str) -> list[str]:
     """One chunk per option of `struct`: comment, then `key = value` (tables last)."""
     scalars: list[str] = []
     tables: list[str] = []
-    for field in msgspec.structs.fields(struct):
-        value = getattr(struct, field.name)
+    for option in options(type(struct)):
+        value = getattr(struct, option.attribute)
         if isinstance(value, (msgspec.Struct, tuple)):
             continue  # a section of its own
-        path = f"{section}.{field.encode_name}" if section else field.encode_name
+        path = f"{section}.{option.name}" if section else option.name
         unset = value is None or value == {}
         if unset:
             value = EXAMPLES[path]
-        document: dict[str, Any] = {field.encode_name: value}
+        document: dict[str, Any] = {option.name: _shown(value, option)}
         if isinstance(value, dict) and section:
             # A table goes after the section's plain keys as `[section.key]`: tomli-w writes
             # no inline tables outside arrays.
@@ -174,15 +89,26 @@ def _options(struct: msgspec.Struct, section: str) -> list[str]:
         text = tomli_w.dumps(document)
         if unset:
             text = "".join(f"# {line}\n" for line in text.splitlines())
-        (tables if isinstance(value, dict) else scalars).append(_comment(path) + text)
+        (tables if isinstance(value, dict) else scalars).append(_comment(option.description) + text)
     return scalars + tables
 
 
-def _comment(path: str) -> str:
+def _shown(value: Any, option: Option) -> Any:
+    """Durations and sizes with their unit, as a person would write them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if option.unit == "duration" and value > 0:
+        return format_duration(value)
+    if option.unit == "size":
+        return format_size(int(value))
+    return value
+
+
+def _comment(text: str) -> str:
     return "".join(
         f"{line}\n"
         for line in textwrap.wrap(
-            COMMENTS[path], 86, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
+            text, 86, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
         )
     )
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -530,25 +531,35 @@ def test_example_file_loads_with_the_defaults() -> None:
     assert loaded.repositories[0].upstream == "https://upstream.example/simple/"
 
 
-def _options(struct: type[msgspec.Struct], prefix: str) -> set[str]:
+def _option_paths(struct: type[msgspec.Struct], prefix: str) -> set[str]:
     paths = set()
-    for field in msgspec.structs.fields(struct):
-        path = f"{prefix}.{field.encode_name}" if prefix else field.encode_name
+    for option, field in zip(config.options(struct), msgspec.structs.fields(struct), strict=True):
+        path = f"{prefix}.{option.name}" if prefix else option.name
         paths.add(path)
-        nested = field.type
-        if getattr(nested, "__origin__", None) is tuple:
-            nested = nested.__args__[0]
+        nested = typing.get_args(field.type)[0]  # every field is Annotated with its Meta
+        if typing.get_origin(nested) is tuple:
+            nested = typing.get_args(nested)[0]
         if isinstance(nested, type) and issubclass(nested, msgspec.Struct):
-            paths |= _options(nested, path)
+            paths |= _option_paths(nested, path)
     return paths
 
 
-def test_every_option_is_documented_and_every_comment_is_an_option() -> None:
-    assert set(example_config.COMMENTS) == _options(Config, "")
+def test_every_option_is_described_and_in_the_example_file() -> None:
     text = EXAMPLE_FILE.read_text()
-    for path in example_config.COMMENTS:
+    paths = _option_paths(Config, "")
+
+    assert {"server.port", "repositories.ttl", "storage.part-size"} <= paths
+    for path in paths:
         key = path.rsplit(".", 1)[-1]
         assert f"\n{key} = " in text or f"\n# {key} = " in text or f"[{path}]" in text, path
+
+
+def test_an_option_without_a_description_is_refused() -> None:
+    class Undescribed(msgspec.Struct):
+        size: int = 1
+
+    with pytest.raises(TypeError, match=r"Undescribed.size has no Meta\(description=...\)"):
+        config.options(Undescribed)
 
 
 def test_commented_out_examples_are_valid() -> None:
@@ -635,3 +646,264 @@ def test_file_hosts_and_download_timeout_from_file_and_env(tmp_path: Path) -> No
     assert loaded.file_hosts == ["files.example", "*.cdn.example", "*"]
     assert loaded.download_timeout == 600.0
     assert RepositoryConfig("pypi", UPSTREAM).download_timeout == 3600.0
+
+
+# --- constraints msgspec checks, named in kebab-case with their path ------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            _repository_toml(ttl=-1),
+            "repositories[0].ttl must be >= 0 (How long a project page is served",
+            id="negative-ttl",
+        ),
+        pytest.param(
+            '[server]\nserver = "uvicorn"\n',
+            'server.server must be one of "granian", "hypercorn", not \'uvicorn\'',
+            id="unknown-server",
+        ),
+        pytest.param(
+            "[server]\nworkers = -3\n",
+            "server.workers must be >= 0 (Worker processes; 0 starts one per CPU core)",
+            id="negative-workers",
+        ),
+        pytest.param(
+            "[server]\nport = 65536\n", "server.port must be between 1 and 65535", id="port"
+        ),
+        pytest.param(
+            '[storage]\npart-size = "1MiB"\n', "storage.part-size must be >= 5MiB", id="part-size"
+        ),
+        pytest.param(
+            '[storage]\naddressing-style = "dns"\n',
+            'storage.addressing-style must be one of "auto", "path", "virtual"',
+            id="addressing-style",
+        ),
+        pytest.param(
+            _repository_toml(**{"stale-if-error": -5}),
+            'repositories[0].stale-if-error must be >= 0 or "forever"',
+            id="stale-if-error",
+        ),
+        pytest.param(
+            tomli_w.dumps(
+                {
+                    "repositories": [
+                        {"name": "a", "upstream": UPSTREAM},
+                        {"name": "b", "upstream": UPSTREAM, "max-list-bytes": 0},
+                    ]
+                }
+            ),
+            "repositories[1].max-list-bytes must be > 0",
+            id="second-repository",
+        ),
+    ],
+)
+def test_a_constraint_violation_names_the_option_and_its_rule(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load_toml(tmp_path, text)
+
+    prefix = f"invalid configuration ({tmp_path / 'config.toml'}): "
+    assert str(caught.value).startswith(prefix + message)
+    assert "\n" not in str(caught.value)
+
+
+# --- durations and sizes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("15m", 900.0),
+        ("36h", 129600.0),
+        ("7d", 604800.0),
+        ("1.5m", 90.0),
+        (" 2 H ", 7200.0),
+        ("0", 0.0),
+        ("-1", -1.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert config.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "soon", "15 min", "1w", "1h30m", "1e3", "inf", "m15"])
+def test_a_bad_duration_says_what_a_duration_is(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        config.parse_duration(text)
+
+    assert str(caught.value) == f"{text!r} is not a duration: {config.FORMS['duration']}"
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1000", 1000),
+        ("512B", 512),
+        ("1kB", 1000),
+        ("1KiB", 1024),
+        ("200GB", 200 * 10**9),
+        ("512MiB", 512 * 2**20),
+        ("512 mib", 512 * 2**20),
+        ("1.5GiB", 3 * 2**29),
+        ("2TB", 2 * 10**12),
+        ("1TiB", 2**40),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert config.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "big", "12 parsecs", "1M", "1 GiBs", "5e9"])
+def test_a_bad_size_says_what_a_size_is(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        config.parse_size(text)
+
+    assert str(caught.value) == f"{text!r} is not a size: {config.FORMS['size']}"
+
+
+def test_a_size_must_be_whole_bytes() -> None:
+    with pytest.raises(ValueError, match=r"'1\.5B' is not a whole number of bytes"):
+        config.parse_size("1.5B")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(600.0, "10m"), (90.0, "90s"), (86400.0, "1d"), (7200.0, "2h"), (1.5, "1.5s")],
+)
+def test_format_duration_reads_back(seconds: float, text: str) -> None:
+    assert config.format_duration(seconds) == text
+    assert config.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(16 * 2**20, "16MiB"), (2**30, "1GiB"), (1000, "1000B"), (1536, "1536B")]
+)
+def test_format_size_reads_back(size: int, text: str) -> None:
+    assert config.format_size(size) == text
+    assert config.parse_size(text) == size
+
+
+def test_durations_and_sizes_load_as_numbers(tmp_path: Path) -> None:
+    text = _repository_toml(
+        ttl="15m",
+        **{
+            "stale-if-error": "forever",
+            "download-timeout": "2h",
+            "client-max-age": "1m",
+            "max-page-bytes": "64MiB",
+            "max-list-bytes": "1GB",
+        },
+    )
+    text += '[database]\nstatement-timeout = "30s"\n[storage]\npart-size = "8MiB"\n'
+
+    loaded = _load_toml(tmp_path, text)
+
+    [repository] = loaded.repositories
+    assert (repository.ttl, repository.stale_if_error) == (900.0, "forever")
+    assert isinstance(repository.ttl, float)
+    assert repository.download_timeout == 7200.0
+    assert (repository.client_max_age, type(repository.client_max_age)) == (60, int)
+    assert (repository.max_page_bytes, repository.max_list_bytes) == (64 * 2**20, 10**9)
+    assert loaded.database.statement_timeout == 30.0
+    assert loaded.storage.part_size == 8 * 2**20
+    # Numbers the rest of the code reads: they survive `config --show` and the worker handoff.
+    assert msgspec.convert(tomllib.loads(config.to_toml(loaded, redact=False)), Config) == loaded
+    assert (
+        config.decode_handoff(config.encode_handoff(loaded, "postgresql://db/x")).config == loaded
+    )
+
+
+def test_plain_numbers_still_load(tmp_path: Path) -> None:
+    loaded = _load_toml(tmp_path, _repository_toml(ttl=60, **{"max-page-bytes": 1000}))
+
+    assert (loaded.repositories[0].ttl, loaded.repositories[0].max_page_bytes) == (60.0, 1000)
+
+
+def test_durations_and_sizes_from_the_environment() -> None:
+    loaded = config.load(
+        None,
+        {
+            **ENVIRON,
+            "MYPYPI2_REPOSITORIES__LOCAL__UPSTREAM": UPSTREAM,
+            "MYPYPI2_REPOSITORIES__LOCAL__TTL": "36h",
+            "MYPYPI2_REPOSITORIES__LOCAL__NEGATIVE_TTL": "45",
+            "MYPYPI2_REPOSITORIES__LOCAL__STALE_IF_ERROR": "forever",
+            "MYPYPI2_SERVER__HEADER_TIMEOUT": "1m",
+            "MYPYPI2_STORAGE__PART_SIZE": "32MiB",
+        },
+    )
+
+    [local] = loaded.repositories
+    assert (local.ttl, local.negative_ttl, local.stale_if_error) == (129600.0, 45.0, "forever")
+    assert loaded.server.header_timeout == 60.0
+    assert loaded.storage.part_size == 32 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param(
+            {"ttl": "soon"},
+            "repositories[0].ttl: 'soon' is not a duration: a number of seconds",
+            id="bad-duration",
+        ),
+        pytest.param(
+            {"stale-if-error": "never"},
+            "repositories[0].stale-if-error: 'never' is not a duration: a number of seconds, or "
+            'a number and s, m, h or d ("90s", "15m", "36h", "7d"); or "forever"',
+            id="bad-duration-or-forever",
+        ),
+        pytest.param(
+            {"ttl": "forever"}, "repositories[0].ttl: 'forever' is not a duration", id="no-forever"
+        ),
+        pytest.param(
+            {"client-max-age": "1.5s"},
+            "repositories[0].client-max-age: '1.5s' is not a whole number of seconds",
+            id="whole-seconds",
+        ),
+        pytest.param(
+            {"max-page-bytes": "lots"},
+            "repositories[0].max-page-bytes: 'lots' is not a size: a number of bytes",
+            id="bad-size",
+        ),
+        pytest.param(
+            {"read-timeout": True},
+            "repositories[0].read-timeout: expected a duration (a number of seconds",
+            id="duration-of-the-wrong-type",
+        ),
+        pytest.param(
+            {"connect-timeout": "0s"},
+            "repositories[0].connect-timeout must be > 0",
+            id="zero-duration",
+        ),
+    ],
+)
+def test_a_bad_duration_or_size_names_the_option(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load_toml(tmp_path, _repository_toml(**options))
+
+    assert message in str(caught.value)
+    assert "config.toml" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_duration_in_the_environment_names_the_variable() -> None:
+    environ = {
+        **ENVIRON,
+        "MYPYPI2_REPOSITORIES__LOCAL__UPSTREAM": UPSTREAM,
+        "MYPYPI2_REPOSITORIES__LOCAL__TTL": "15 minutes",
+    }
+
+    with pytest.raises(ConfigError) as caught:
+        config.load(None, environ)
+
+    assert str(caught.value).startswith(
+        "MYPYPI2_REPOSITORIES__LOCAL__TTL: '15 minutes' is not a duration: "
+    )
