@@ -6,7 +6,8 @@ cloud metadata service at 169.254.169.254, a private database) and, when its pag
 no hash, have us hand the answer to a client. So every URL on a host other than the
 upstream's own (file and `.metadata` URLs, every redirect hop) must:
 
-1. match `file-hosts`, when that is set (`"files.example"`, `"*.files.example"`, or `"*"`);
+1. match `file-hosts`, when that is set (`"files.example"`, `"*.files.example"`, or `"*"`:
+   config.FileHost reads and matches an entry);
 2. unless `file-hosts` names it, connect only to public addresses, or to addresses of a
    class the upstream itself lives on: an upstream on loopback or on a private network may
    link to its neighbours, a public one may not.
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 from aiohttp import ThreadedResolver
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from mypypi2.config import RepositoryConfig
+from mypypi2.config import FileHost, RepositoryConfig
 from mypypi2.urls import normalize_host
 
 AddressClass = Literal["public", "loopback", "private", "link-local", "unspecified", "reserved"]
@@ -83,7 +84,7 @@ class HostPolicy:
         self, upstream_host: str, file_hosts: Sequence[str], inner: AbstractResolver
     ) -> None:
         self._upstream_host = normalize_host(upstream_host)
-        self._file_hosts = tuple(normalize_host(h) for h in file_hosts)
+        self._file_hosts = tuple(FileHost.parse(entry) for entry in file_hosts)
         self._inner = inner
         self._upstream_classes: frozenset[AddressClass] | None = (
             frozenset({classify(self._upstream_host)})
@@ -103,13 +104,7 @@ class HostPolicy:
 
     def is_listed(self, host: str) -> bool:
         """Named by `file-hosts`: trusted at whatever address it resolves to."""
-        host = normalize_host(host)
-        for pattern in self._file_hosts:
-            if pattern == "*" or pattern == host:
-                return True
-            if pattern.startswith("*.") and host.endswith(pattern[1:]):
-                return True
-        return False
+        return any(pattern.matches(host) for pattern in self._file_hosts)
 
     def check_host(self, host: str) -> None:
         """Refuse a host `file-hosts` leaves out (addresses are checked separately)."""

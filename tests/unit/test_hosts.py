@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from mypypi2.config import RepositoryConfig
+from mypypi2.config import FileHost, RepositoryConfig
 from mypypi2.upstream.hosts import AddressClass, HostPolicy, HostRefused, classify
 from tests.fake_dns import FakeResolver
 
@@ -151,3 +151,17 @@ async def test_star_allows_every_host_at_every_address() -> None:
 
     guard.check_host("anything.example")
     assert await resolve(guard, "anything.example") == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "parsed"),
+    [
+        ("files.example", FileHost("files.example", subdomains=False)),
+        ("*.CDN.Example.", FileHost("cdn.example", subdomains=True)),
+        ("*", FileHost("", subdomains=True)),
+    ],
+)
+def test_a_file_hosts_entry_is_read_by_config(entry: str, parsed: FileHost) -> None:
+    # What config.py validates at load is what the policy matches with: one reading.
+    assert FileHost.parse(entry) == parsed
+    assert policy(file_hosts=[entry]).is_listed("a.cdn.example") == (entry != "files.example")
