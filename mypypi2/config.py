@@ -215,7 +215,10 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     ] = 5.0
     client_max_age: Annotated[
         Annotated[WholeSeconds, Meta(ge=0)] | None,
-        Meta(description="Cache-Control max-age sent to clients with pages; unset: the TTL."),
+        Meta(
+            description="Cache-Control max-age sent to clients with pages; unset: the TTL.",
+            examples=[600],
+        ),
     ] = None
     connect_timeout: Annotated[
         Seconds, Meta(gt=0, description="How long to wait for a connection to the upstream.")
@@ -247,20 +250,25 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     ] = 512 * MIB
     username: Annotated[
         str | None,
-        Meta(description="HTTP basic auth user for a private upstream. Default: none."),
+        Meta(
+            description="HTTP basic auth user for a private upstream. Default: none.",
+            examples=["reader"],
+        ),
     ] = None
     password: Annotated[
         str | None,
         Meta(
             description="Its password (needs username). Default: none. Better kept out of "
-            "files: MYPYPI2_REPOSITORIES__<NAME>__PASSWORD."
+            "files: MYPYPI2_REPOSITORIES__<NAME>__PASSWORD.",
+            examples=["change-me"],
         ),
     ] = None
     headers: Annotated[
         dict[str, str],
         Meta(
             description="Extra HTTP headers sent with every upstream request (to the upstream's "
-            "own origin only, never along a redirect or to a file host). Default: none."
+            "own origin only, never along a redirect or to a file host). Default: none.",
+            examples=[{"X-Token": "change-me"}],
         ),
     ] = {}
     file_hosts: Annotated[
@@ -412,14 +420,16 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
         str | None,
         Meta(
             description="s3: the access key, set together with secret-access-key. Default: "
-            "none, the usual AWS credential chain (environment, profile, instance role)."
+            "none, the usual AWS credential chain (environment, profile, instance role).",
+            examples=["change-me"],
         ),
     ] = None
     secret_access_key: Annotated[
         str | None,
         Meta(
             description="s3: its secret. Default: none. Better kept out of files: "
-            "MYPYPI2_STORAGE__SECRET_ACCESS_KEY."
+            "MYPYPI2_STORAGE__SECRET_ACCESS_KEY.",
+            examples=["change-me"],
         ),
     ] = None
     addressing_style: Annotated[
@@ -521,6 +531,7 @@ class Option(NamedTuple):
     name: str  # as written in a config file
     description: str
     unit: Unit | None
+    example: object  # Meta(examples=[...]): shown for an option unset by default
 
 
 @functools.cache
@@ -533,16 +544,21 @@ def options(struct: type[msgspec.Struct]) -> tuple[Option, ...]:
             f.encode_name,
             _description(f.type, f"{struct.__name__}.{f.name}"),
             _unit(f.type),
+            _schema(f.type).get("examples", [None])[0],
         )
         for f in info.fields
     )
 
 
+def _schema(type_: types.Type) -> dict[str, Any]:
+    return (type_.extra_json_schema if isinstance(type_, types.Metadata) else None) or {}
+
+
 def _description(type_: types.Type, where: str) -> str:
-    schema = type_.extra_json_schema if isinstance(type_, types.Metadata) else None
-    if not schema or not schema.get("description"):
+    description = _schema(type_).get("description")
+    if not description:
         raise TypeError(f"{where} has no Meta(description=...)")
-    return str(schema["description"])
+    return str(description)
 
 
 @functools.cache

@@ -3,8 +3,8 @@
 tomli-w writes no comments, so every option is rendered by tomli-w on its own and its
 description (its `Meta(description=...)`) goes above it. Durations and sizes are shown with
 a unit ("10m", "32MiB"). Options unset by default (credentials, headers) are written
-commented out, with a value from `EXAMPLES`. A test checks that the committed file is what
-`render()` returns.
+commented out, with their `Meta(examples=[...])` value. A test checks that the committed
+file is what `render()` returns.
 """
 
 from __future__ import annotations
@@ -42,16 +42,6 @@ HEADER = """\
 # The repository in the example: only the required keys differ from the defaults.
 EXAMPLE_REPOSITORY = RepositoryConfig(name="pypi", upstream="https://upstream.example/simple/")
 
-# Values for the options that are unset by default; they are written commented out.
-EXAMPLES: dict[str, Any] = {
-    "storage.access-key-id": "change-me",
-    "storage.secret-access-key": "change-me",
-    "repositories.username": "reader",
-    "repositories.password": "change-me",
-    "repositories.headers": {"X-Token": "change-me"},
-    "repositories.client-max-age": 600,
-}
-
 
 def render() -> str:
     config = Config(repositories=(EXAMPLE_REPOSITORY,))
@@ -80,7 +70,9 @@ def _options(struct: msgspec.Struct, section: str) -> list[str]:
         path = f"{section}.{option.name}" if section else option.name
         unset = value is None or value == {}
         if unset:
-            value = EXAMPLES[path]
+            value = option.example
+            if value is None:
+                raise TypeError(f"{path} is unset by default: give it Meta(examples=[...])")
         document: dict[str, Any] = {option.name: _shown(value, option)}
         if isinstance(value, dict) and section:
             # A table goes after the section's plain keys as `[section.key]`: tomli-w writes
