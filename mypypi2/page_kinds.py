@@ -1,20 +1,23 @@
 """What differs between a project page and a project list; the policy is shared.
 
-Each kind knows its rows (queries), its upstream request and its renderings. Neither
-holds a connection: pages.py hands one in for a few statements at a time.
+A kind is bound to one page: it knows the page's rows (queries), its upstream request and
+its renderings, and makes this worker's Snapshot of a stored state. It holds no connection:
+page_refresh.py hands one in for a few statements at a time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from mypypi2 import render
+from mypypi2 import freshness, render
 from mypypi2.config import RepositoryConfig
 from mypypi2.models import ProjectList, ProjectPage, Validators
 from mypypi2.negotiate import JSON_V1
 from mypypi2.queries import Executor, PageState, project_lists, projects
+from mypypi2.snapshot import Snapshot
 from mypypi2.upstream.client import Fetched, NotModified, UpstreamClient
 from mypypi2.urls import redact_url, split_userinfo
 
@@ -25,50 +28,104 @@ NOT_FOUND_KEPT_SECONDS = 3600.0
 NOT_FOUND_DELETED_AT_ONCE = 100
 
 
-class Kind(Protocol[M]):
-    key: tuple[str, str]  # (repository, project name or "" for the list)
-    url: str  # what the upstream is asked, as errors show it (no secrets)
-    ttl: float
-    repository: RepositoryConfig
+class NotFoundRows(Protocol):
+    """How a kind remembers the upstream's 404s of its page."""
 
-    async def state(self, db: Executor) -> PageState | None: ...
-    async def load(self, db: Executor) -> M | None: ...
-    async def fetch(self, known: Validators | None) -> Fetched[M] | NotModified: ...
-    async def save(
-        self, db: Executor, model: M, validators: Validators, content_hash: bytes, now: dt.datetime
-    ) -> None: ...
-    async def save_not_found(self, db: Executor, now: dt.datetime) -> bool:
-        """Remember an upstream 404; False when this kind never remembers one."""
-        ...
-
-    async def record_missing(self, db: Executor) -> int:
+    async def count_missing(self, db: Executor) -> int:
         """Count one more upstream 404 for the page we hold; how many in a row now."""
         ...
 
+    async def save(self, db: Executor, now: dt.datetime) -> None:
+        """Remember the page as not found (for the negative TTL)."""
+        ...
+
+
+class Kind(ABC, Generic[M]):
+    # How this kind remembers 404s; None: it never does (a 404 is an error then).
+    not_found: NotFoundRows | None
+
+    def __init__(self, repository: RepositoryConfig, name: str, path: str, ttl: float) -> None:
+        self.key = (repository.name, name)  # name: "" for the list
+        self.url = _shown_url(repository, path)  # what the upstream is asked, as errors show it
+        self.ttl = ttl  # of a page found
+        self.repository = repository
+
+    def ttl_for(self, found: bool) -> float:
+        """The TTL of a stored state: a 404 is remembered for the negative TTL."""
+        return freshness.ttl_for(found, self.ttl, self.repository.negative_ttl)
+
+    @abstractmethod
+    async def state(self, db: Executor) -> PageState | None: ...
+    @abstractmethod
+    async def load(self, db: Executor) -> M | None: ...
+    @abstractmethod
+    async def fetch(self, known: Validators | None) -> Fetched[M] | NotModified: ...
+    @abstractmethod
+    async def save(
+        self, db: Executor, model: M, validators: Validators, content_hash: bytes, now: dt.datetime
+    ) -> None: ...
+    @abstractmethod
     async def mark_checked(
         self, db: Executor, validators: Validators, now: dt.datetime
     ) -> None: ...
+    @abstractmethod
     def renderer(self, model: M) -> Callable[[str], bytes]: ...
 
+    async def snapshot(
+        self,
+        db: Executor,
+        state: PageState,
+        held: Snapshot | None,
+        fresh_until: float,
+        stale: str | None,
+    ) -> Snapshot:
+        """This worker's snapshot of `state`: `held` (this worker's) with its renderings when
+        it is of the same revision, a new one otherwise."""
+        checked_at = state.checked_at.timestamp()
+        if (
+            held is not None
+            and held.revision == state.revision
+            # A deleted not-found row starts its revisions again: the time tells them apart.
+            and held.changed_at == state.changed_at
+        ):
+            held.fresh_until = fresh_until
+            held.checked_at = checked_at
+            held.stale = stale
+            return held
+        render_as: Callable[[str], bytes] = _render_nothing
+        if state.found:
+            model = await self.load(db)
+            assert model is not None
+            render_as = self.renderer(model)
+        client_max_age = self.repository.client_max_age
+        return Snapshot(
+            found=state.found,
+            revision=state.revision,
+            checked_at=checked_at,
+            fresh_until=fresh_until,
+            changed_at=state.changed_at,
+            last_serial=state.last_serial,
+            max_age=int(self.ttl) if client_max_age is None else client_max_age,
+            stale=stale,
+            _render=render_as,
+        )
 
-class ProjectPageKind:
+
+class ProjectPageKind(Kind[ProjectPage]):
     def __init__(
         self, repository: RepositoryConfig, name: str, client: UpstreamClient, base_url: str
     ) -> None:
-        self.key = (repository.name, name)
-        self.url = _shown_url(repository, f"{name}/")
-        self.ttl = repository.ttl
-        self.repository = repository
-        self._repository = repository.name
+        super().__init__(repository, name, f"{name}/", repository.ttl)
+        self.not_found = _MissingProject(repository, name)
         self._name = name
         self._client = client
         self._files_prefix = f"{base_url}/{repository.name}/files/{name}/"
 
     async def state(self, db: Executor) -> PageState | None:
-        return await projects.get_state(db, self._repository, self._name)
+        return await projects.get_state(db, self.repository.name, self._name)
 
     async def load(self, db: Executor) -> ProjectPage | None:
-        return await projects.get_page(db, self._repository, self._name)
+        return await projects.get_page(db, self.repository.name, self._name)
 
     async def fetch(self, known: Validators | None) -> Fetched[ProjectPage] | NotModified:
         return await self._client.project_page(self._name, known)
@@ -81,21 +138,10 @@ class ProjectPageKind:
         content_hash: bytes,
         now: dt.datetime,
     ) -> None:
-        await projects.save_page(db, self._repository, model, validators, content_hash, now)
-
-    async def save_not_found(self, db: Executor, now: dt.datetime) -> bool:
-        await projects.save_not_found(db, self._repository, self._name, now)
-        kept = self.repository.negative_ttl + NOT_FOUND_KEPT_SECONDS
-        await projects.delete_expired_not_found(
-            db, self._repository, now - dt.timedelta(seconds=kept), NOT_FOUND_DELETED_AT_ONCE
-        )
-        return True
-
-    async def record_missing(self, db: Executor) -> int:
-        return await projects.record_missing(db, self._repository, self._name)
+        await projects.save_page(db, self.repository.name, model, validators, content_hash, now)
 
     async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
-        await projects.mark_checked(db, self._repository, self._name, validators, now)
+        await projects.mark_checked(db, self.repository.name, self._name, validators, now)
 
     def renderer(self, model: ProjectPage) -> Callable[[str], bytes]:
         def render_as(media_type: str) -> bytes:
@@ -106,21 +152,40 @@ class ProjectPageKind:
         return render_as
 
 
-class ProjectListKind:
+class _MissingProject:
+    """A project page's 404s: counted against a page we hold, remembered without one."""
+
+    def __init__(self, repository: RepositoryConfig, name: str) -> None:
+        self._repository = repository
+        self._name = name
+
+    async def count_missing(self, db: Executor) -> int:
+        return await projects.record_missing(db, self._repository.name, self._name)
+
+    async def save(self, db: Executor, now: dt.datetime) -> None:
+        repository = self._repository.name
+        await projects.save_not_found(db, repository, self._name, now)
+        kept = self._repository.negative_ttl + NOT_FOUND_KEPT_SECONDS
+        await projects.delete_expired_not_found(
+            db, repository, now - dt.timedelta(seconds=kept), NOT_FOUND_DELETED_AT_ONCE
+        )
+
+
+class ProjectListKind(Kind[ProjectList]):
+    # An index that answered once does not lose its list: a 404 is an error, and the list
+    # we hold is served stale through it; without one, the 404 goes through.
+    not_found = None
+
     def __init__(self, repository: RepositoryConfig, client: UpstreamClient, base_url: str) -> None:
-        self.key = (repository.name, "")
-        self.url = _shown_url(repository, "")
-        self.ttl = repository.list_ttl
-        self.repository = repository
-        self._repository = repository.name
+        super().__init__(repository, "", "", repository.list_ttl)
         self._client = client
         self._projects_prefix = f"{base_url}/{repository.name}/simple/"
 
     async def state(self, db: Executor) -> PageState | None:
-        return await project_lists.get_state(db, self._repository)
+        return await project_lists.get_state(db, self.repository.name)
 
     async def load(self, db: Executor) -> ProjectList | None:
-        return await project_lists.get_list(db, self._repository)
+        return await project_lists.get_list(db, self.repository.name)
 
     async def fetch(self, known: Validators | None) -> Fetched[ProjectList] | NotModified:
         return await self._client.project_list(known)
@@ -133,18 +198,12 @@ class ProjectListKind:
         content_hash: bytes,
         now: dt.datetime,
     ) -> None:
-        await project_lists.save_list(db, self._repository, model, validators, content_hash, now)
-
-    async def save_not_found(self, db: Executor, now: dt.datetime) -> bool:
-        # An upstream without a project list is not a state we keep: the 404 goes through.
-        return False
-
-    async def record_missing(self, db: Executor) -> int:
-        # The list of an index that answered once does not vanish: treat a 404 as an error.
-        return 0
+        await project_lists.save_list(
+            db, self.repository.name, model, validators, content_hash, now
+        )
 
     async def mark_checked(self, db: Executor, validators: Validators, now: dt.datetime) -> None:
-        await project_lists.mark_checked(db, self._repository, validators, now)
+        await project_lists.mark_checked(db, self.repository.name, validators, now)
 
     def renderer(self, model: ProjectList) -> Callable[[str], bytes]:
         def render_as(media_type: str) -> bytes:
@@ -160,3 +219,7 @@ def _shown_url(repository: RepositoryConfig, path: str) -> str:
     body goes to every client, and the upstream URL's userinfo is a credential."""
     base, _userinfo = split_userinfo(repository.upstream.rstrip("/") + "/")
     return redact_url(base + path)
+
+
+def _render_nothing(media_type: str) -> bytes:
+    raise AssertionError("a not-found page has no representation")

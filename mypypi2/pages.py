@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import TypeGuard
 
@@ -207,7 +207,7 @@ class Pages:
             raise exc
         now = self._clock()
         window = kind.repository.stale_if_error
-        if not freshness.may_serve_on_error(now, held.checked_at, _ttl(kind, held.found), window):
+        if not freshness.may_serve_on_error(now, held.checked_at, kind.ttl_for(held.found), window):
             raise exc
         if not freshness.is_fresh(now, held.fresh_until):
             held.stale = STALE_DATABASE
@@ -310,7 +310,7 @@ class Pages:
         if state.purged or (revalidate and self._forced(kind.repository, checked_at)):
             return False
         now = self._clock()
-        ttl = _ttl(kind, state.found)
+        ttl = kind.ttl_for(state.found)
         return freshness.is_fresh(now, freshness.serve_until(now, checked_at, ttl, self._offline))
 
     async def _refresh(self, kind: Kind[M], state: PageState | None, holder: uuid.UUID) -> Snapshot:
@@ -392,15 +392,19 @@ class Pages:
     async def _not_found(
         self, kind: Kind[M], held: PageState | None, holder: uuid.UUID, exc: UpstreamNotFound
     ) -> Snapshot:
+        missing = kind.not_found
         async with self._db.transaction() as connection:
-            gone_after = kind.repository.gone_after_404s
-            if held is not None and not freshness.is_gone(
-                await kind.record_missing(connection), gone_after
+            if held is not None and (
+                missing is None
+                or not freshness.is_gone(
+                    await missing.count_missing(connection), kind.repository.gone_after_404s
+                )
             ):
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
                 retry_at = await self._record_failure(connection, kind, holder, exc)
                 return await self._snapshot(connection, kind, held, STALE_UPSTREAM, retry_at)
-            if await kind.save_not_found(connection, self._datetime()):
+            if missing is not None:
+                await missing.save(connection, self._datetime())
                 await leases.end_lease(connection, *kind.key, holder)
                 state = await kind.state(connection)
                 assert state is not None
@@ -439,7 +443,7 @@ class Pages:
         checked_at = held.checked_at.timestamp()
         window = kind.repository.stale_if_error
         return freshness.may_serve_on_error(
-            self._clock(), checked_at, _ttl(kind, held.found), window
+            self._clock(), checked_at, kind.ttl_for(held.found), window
         )
 
     def _datetime(self) -> dt.datetime:
@@ -449,7 +453,7 @@ class Pages:
         self, kind: Kind[M], found: bool, checked_at: float, stale: str | None, retry_at: float
     ) -> float:
         """Until when a snapshot is served without reading the page's state again."""
-        ttl = _ttl(kind, found)
+        ttl = kind.ttl_for(found)
         if stale is not None:
             window = kind.repository.stale_if_error
             return freshness.stale_serve_until(retry_at, checked_at, ttl, window)
@@ -466,34 +470,7 @@ class Pages:
         """This worker's snapshot of `state`; a `stale` one is served until `retry_at`."""
         checked_at = state.checked_at.timestamp()
         fresh_until = self._fresh_until(kind, state.found, checked_at, stale, retry_at)
-        current = self.cache.get(kind.key)
-        if (
-            current is not None
-            and current.revision == state.revision
-            # A deleted not-found row starts its revisions again: the time tells them apart.
-            and current.changed_at == state.changed_at
-        ):
-            current.fresh_until = fresh_until
-            current.checked_at = checked_at
-            current.stale = stale
-            return current
-        render_as: Callable[[str], bytes] = _render_nothing
-        if state.found:
-            model = await kind.load(connection)
-            assert model is not None
-            render_as = kind.renderer(model)
-        client_max_age = kind.repository.client_max_age
-        return Snapshot(
-            found=state.found,
-            revision=state.revision,
-            checked_at=checked_at,
-            fresh_until=fresh_until,
-            changed_at=state.changed_at,
-            last_serial=state.last_serial,
-            max_age=int(kind.ttl) if client_max_age is None else client_max_age,
-            stale=stale,
-            _render=render_as,
-        )
+        return await kind.snapshot(connection, state, self.cache.get(kind.key), fresh_until, stale)
 
 
 async def purge(db: Executor, repository: str, names: list[str] | None) -> int:
@@ -510,10 +487,6 @@ def _datetime(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
-def _ttl(kind: Kind[M], found: bool) -> float:
-    return freshness.ttl_for(found, kind.ttl, kind.repository.negative_ttl)
-
-
 def _validators(held: PageState | None) -> Validators | None:
     """What the upstream said of the copy we hold, sent back to revalidate it."""
     if held is None:
@@ -524,7 +497,3 @@ def _validators(held: PageState | None) -> Validators | None:
 def _content_hash(model: ProjectPage | ProjectList) -> bytes:
     # Same content, same digest: an unchanged page keeps its revision and its ETags.
     return hashlib.blake2b(msgspec.msgpack.encode(model), digest_size=16).digest()
-
-
-def _render_nothing(media_type: str) -> bytes:
-    raise AssertionError("a not-found page has no representation")
