@@ -84,14 +84,21 @@ _Consume = Callable[[aiohttp.ClientResponse, str, str], Awaitable[_Model]]
 
 
 class UpstreamClient:
-    def __init__(self, repository: RepositoryConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        repository: RepositoryConfig,
+        session: aiohttp.ClientSession,
+        policy: HostPolicy | None = None,
+    ) -> None:
         self._repository = repository
         self._session = session
         # Userinfo in the upstream URL is basic auth, sent like `username`/`password`, and
         # never part of a URL we request, log or put into an error.
         self._base, userinfo = split_userinfo(repository.upstream.rstrip("/") + "/")
         self._origin = origin(self._base)
-        self._policy = HostPolicy.for_repository(repository)
+        # The one the session's resolver holds (see `open`): what it learns of the upstream's
+        # addresses, the IP literals checked here are judged by too.
+        self._policy = policy or HostPolicy.for_repository(repository)
         self._credentials = dict(repository.headers)
         username, password = repository.username, repository.password
         if username is None and userinfo is not None:
@@ -99,17 +106,23 @@ class UpstreamClient:
         if username is not None:
             self._credentials["Authorization"] = aiohttp.encode_basic_auth(username, password or "")
 
+    @classmethod
+    def open(cls, repository: RepositoryConfig) -> UpstreamClient:
+        """A client on a session (connection pool) of its own, used for everything sent to
+        this upstream, with one host policy for its resolver and its own checks; `close`
+        ends both."""
+        policy = HostPolicy.for_repository(repository)
+        return cls(repository, _session(repository, policy), policy)
+
+    async def close(self) -> None:
+        await self._session.close()
+        await self._policy.close()
+
     @staticmethod
     def open_session(repository: RepositoryConfig) -> aiohttp.ClientSession:
-        """The one session (connection pool) used for everything sent to this upstream."""
-        resolver = GuardedResolver(HostPolicy.for_repository(repository))
-        return aiohttp.ClientSession(
-            timeout=_timeout(repository, repository.total_timeout),
-            connector=aiohttp.TCPConnector(limit=64, limit_per_host=64, resolver=resolver),
-            raise_for_status=False,
-            # Decoded by `_expanded`, counting what a compressed body expands to.
-            auto_decompress=False,
-        )
+        """The session alone, for `UpstreamClient(repository, session)`, which builds a second
+        policy: until app.py uses `open`."""
+        return _session(repository, HostPolicy.for_repository(repository))
 
     @asynccontextmanager
     async def file(self, url: str) -> AsyncIterator[UpstreamBody]:
@@ -248,6 +261,18 @@ class UpstreamClient:
         if origin(url) == self._origin:
             return {**self._credentials, **headers}
         return dict(headers)
+
+
+def _session(repository: RepositoryConfig, policy: HostPolicy) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        timeout=_timeout(repository, repository.total_timeout),
+        connector=aiohttp.TCPConnector(
+            limit=64, limit_per_host=64, resolver=GuardedResolver(policy)
+        ),
+        raise_for_status=False,
+        # Decoded by `_expanded`, counting what a compressed body expands to.
+        auto_decompress=False,
+    )
 
 
 def _timeout(repository: RepositoryConfig, total: float) -> aiohttp.ClientTimeout:

@@ -239,14 +239,12 @@ async def test_a_refused_name_is_never_connected_to(
     inner = await asyncio.start_server(accept, "127.0.0.2", 0)
     port = inner.sockets[0].getsockname()[1]
     config = RepositoryConfig(name="pypi", upstream="http://upstream.example/simple/")
-    session = UpstreamClient.open_session(config)
+    client = UpstreamClient.open(config)
     try:
         with pytest.raises(UpstreamError) as raised:
-            await UpstreamClient(config, session).small_file(
-                f"http://inner.example:{port}/f.metadata", 1000
-            )
+            await client.small_file(f"http://inner.example:{port}/f.metadata", 1000)
     finally:
-        await session.close()
+        await client.close()
         inner.close()
         await inner.wait_closed()
 
@@ -286,14 +284,14 @@ async def test_the_project_list_streams_through_its_parser(upstream: LocalUpstre
     html = f"<!DOCTYPE html><html><body>{anchors}</body></html>".encode()
     upstream.fail("/simple/", Fault(body=gzip.compress(html), headers=GZIP))
     config = repository("pypi", upstream)
-    session = UpstreamClient.open_session(config)
+    client = UpstreamClient.open(config)
     tracemalloc.start()
     try:
-        fetched = await UpstreamClient(config, session).project_list(None)
+        fetched = await client.project_list(None)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-        await session.close()
+        await client.close()
 
     assert isinstance(fetched, Fetched)
     assert list(fetched.model.names) == names
@@ -395,15 +393,15 @@ async def test_a_download_ends_at_its_deadline_however_steadily_bytes_arrive(
     upstream.fail(FILE, Fault(slow_chunk=1, slow_delay=0.1))
     # 1 s: the first bytes arrive within it even on a loaded machine, all 40 take 4 s.
     config = repository("pypi", upstream, download_timeout=1.0, read_timeout=10.0)
-    session = UpstreamClient.open_session(config)
+    client = UpstreamClient.open(config)
     received = b""
     try:
         with pytest.raises(UpstreamTimeout):
             url = f"http://127.0.0.1:{upstream.port}{FILE}"
-            async with UpstreamClient(config, session).file(url) as body:
+            async with client.file(url) as body:
                 async for chunk in body.chunks:
                     received += chunk
     finally:
-        await session.close()
+        await client.close()
 
     assert 0 < len(received) < len(sdist.content)

@@ -51,17 +51,16 @@ MakeClient = Callable[..., UpstreamClient]
 @pytest.fixture
 async def make_client() -> AsyncIterator[MakeClient]:
     """Clients on their real session (as app.py builds them); options go to RepositoryConfig."""
-    sessions: list[aiohttp.ClientSession] = []
+    clients: list[UpstreamClient] = []
 
     def make(upstream: str = BASE, **options: Any) -> UpstreamClient:
-        repository = RepositoryConfig(name="pypi", upstream=upstream, **options)
-        session = UpstreamClient.open_session(repository)
-        sessions.append(session)
-        return UpstreamClient(repository, session)
+        client = UpstreamClient.open(RepositoryConfig(name="pypi", upstream=upstream, **options))
+        clients.append(client)
+        return client
 
     yield make
-    for session in sessions:
-        await session.close()
+    for client in clients:
+        await client.close()
 
 
 class _FinishedWriter:
