@@ -24,6 +24,7 @@ from mypypi2.upstream.client import ACCEPT, Fetched, NotModified, UpstreamClient
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
 from tests import fake_dns
 from tests.fake_dns import FakeResolver
+from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 BASE = "http://upstream.test/simple/"
@@ -955,3 +956,25 @@ async def test_a_download_has_its_own_overall_deadline(
     page_deadline = RepositoryConfig(name="pypi", upstream=BASE).total_timeout
     assert page_deadline < timeout.total <= 900.0
     assert timeout.sock_read == 20.0
+
+
+async def test_the_session_and_the_client_judge_by_one_host_policy(
+    upstream: LocalUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upstream is a name on loopback: once the session's resolver has looked it up, a
+    # file URL with a loopback IP literal (checked by the client, not by a resolver) is
+    # allowed on what that lookup learned, without resolving the upstream a second time.
+    resolver = fake_dns.install(monkeypatch, {"upstream.example": ["127.0.0.1"]})
+    upstream.add(UpstreamProject("demo", [UpstreamFile("demo-1.0.tar.gz", b"demo")]))
+    base = f"http://upstream.example:{upstream.port}/simple/"
+    client = UpstreamClient.open(RepositoryConfig(name="pypi", upstream=base))
+    try:
+        fetched = await client.project_page("demo", None)
+        async with client.file(f"{upstream.url}../files/demo/demo-1.0.tar.gz") as body:
+            received = b"".join([chunk async for chunk in body.chunks])
+    finally:
+        await client.close()
+
+    assert isinstance(fetched, Fetched)
+    assert received == b"demo"
+    assert resolver.asked == ["upstream.example"]
