@@ -282,6 +282,21 @@ class RepositoryConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
             "(169.254.169.254)."
         ),
     ] = []
+    max_bytes: Annotated[
+        Annotated[Bytes, Meta(gt=0)] | None,
+        Meta(
+            description="A cap on this repository's stored files, applied like storage.max-bytes "
+            "(which counts them too). Default: none.",
+            examples=["50GB"],
+        ),
+    ] = None
+    evict_unused_after: Annotated[
+        Annotated[Seconds, Meta(gt=0)] | None,
+        Meta(
+            description="This repository's own storage.evict-unused-after. Default: the store's.",
+            examples=["7d"],
+        ),
+    ] = None
 
     def __post_init__(self) -> None:
         if not _REPOSITORY_NAME.match(self.name):
@@ -468,6 +483,23 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
             "upload holds one part in memory.",
         ),
     ] = 16 * MIB
+    max_bytes: Annotated[
+        Annotated[Bytes, Meta(gt=0)] | None,
+        Meta(
+            description="A cap on the bytes of stored files (pages and .metadata live in "
+            "PostgreSQL and do not count). Over it, the least recently used files are evicted "
+            "until usage is under 90% of the cap (the low-water mark); an evicted file is "
+            "fetched again when next asked for. Default: no cap.",
+            examples=["200GB"],
+        ),
+    ] = None
+    evict_unused_after: Annotated[
+        Annotated[Seconds, Meta(gt=0)] | None,
+        Meta(
+            description="Evict stored files not used for this long. Default: never.",
+            examples=["30d"],
+        ),
+    ] = None
 
     def __post_init__(self) -> None:
         if self.backend == "s3" and not self.bucket:
