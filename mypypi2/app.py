@@ -34,7 +34,9 @@ from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.routes.warm import WarmPath
 from mypypi2.storage.configured import open_storage
+from mypypi2.sweep import Sweeper, grace_seconds, policy
 from mypypi2.upstream.client import UpstreamClient
+from mypypi2.usage import LastUse
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class State(TypedDict):
     pages: Pages
     files: Files
     listener: KeptConnection  # the connection that hears purges
+    usage: LastUse  # this worker's last uses of stored files, flushed now and then
+    sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -99,7 +103,12 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             )
             stack.push_async_callback(pages.close)
             storage = await open_storage(config, stack)
-            files = Files(database, storage, pages, clients, offline=config.offline, clock=clock)
+            usage = LastUse(database.pool, clock=clock)
+            usage.start()
+            stack.push_async_callback(usage.close)
+            files = Files(
+                database, storage, pages, clients, usage, offline=config.offline, clock=clock
+            )
 
             def forget(purged: Purged) -> None:
                 pages.forget(purged)
@@ -120,7 +129,23 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             )
             await listener.start()
             stack.push_async_callback(listener.close)
-            yield {"pages": pages, "files": files, "listener": listener}
+            sweeper = Sweeper(
+                dsn,
+                storage,
+                policy(config),
+                grace_seconds=grace_seconds(config.storage),
+                before=usage.flush,
+                clock=clock,
+            )
+            sweeper.start()
+            stack.push_async_callback(sweeper.close)
+            yield {
+                "pages": pages,
+                "files": files,
+                "listener": listener,
+                "usage": usage,
+                "sweeper": sweeper,
+            }
 
     routed = Starlette(
         routes=[*health.routes, *simple.routes, *files_routes.routes],

@@ -1,4 +1,4 @@
-"""The `mypypi2` command: serve, migrate, purge, config."""
+"""The `mypypi2` command: serve, migrate, purge, gc, config."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import msgspec
 import psycopg
 
 from mypypi2 import config as config_module
-from mypypi2 import db, embedded, servers
+from mypypi2 import db, embedded, servers, sweep
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
 from mypypi2.errors import ConfigError, StartupError
+from mypypi2.eviction import Eviction
 from mypypi2.names import normalize
+from mypypi2.progress import ProgressBar
 from mypypi2.queries.notifications import Purged, notify_purged
 from mypypi2.storage.configured import open_storage
 from mypypi2.urls import redact_url
@@ -70,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("repository", help="the repository name")
     purge.add_argument("projects", nargs="*", help="projects to purge (default: all)")
     purge.add_argument("--files", action="store_true", help="also delete stored files")
+    gc = commands.add_parser(
+        "gc",
+        help="evict stored files by the storage limits (max-bytes, evict-unused-after)",
+        description="Remove stored files unused for longer than evict-unused-after, and the "
+        "least recently used ones while a store or repository is over its max-bytes (down to "
+        "90%% of it). Pages and .metadata stay; a removed file is fetched again when asked "
+        "for. Serving workers run the same sweep every few minutes.",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="print what would go; remove nothing")
+    gc.add_argument("--repository", help="remove files of this repository only")
     show = commands.add_parser(
         "config",
         help="print the resolved configuration as TOML",
@@ -99,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "purge":
             return _purge(config, args)
+        if args.command == "gc":
+            return _gc(config, args)
         return _serve(config, args)
     except ConfigError as exc:
         print(f"mypypi2: {exc}", file=sys.stderr)
@@ -207,3 +221,73 @@ async def _purge_async(
                 files = await files_module.purge_stored(connection, storage, repository, names)
             await notify_purged(connection, Purged(repository, names, with_files))
         return pages, files
+
+
+def _gc(config: Config, args: argparse.Namespace) -> int:
+    if args.repository is not None and config.repository(args.repository) is None:
+        raise ConfigError(f"no repository named {args.repository!r} in the configuration")
+    policy = sweep.policy(config)
+    if not policy.bounded:
+        print("no max-bytes or evict-unused-after is configured: nothing to evict")
+        return 0
+    dsn = _database(config)
+    _migrate(dsn)
+    report = asyncio.run(_gc_async(config, dsn, args.dry_run, args.repository))
+    if report is None:
+        print(
+            "mypypi2: another process is sweeping the store now; try again later", file=sys.stderr
+        )
+        return 1
+    if args.dry_run:
+        for eviction in report.evicted:
+            print(_evicted_line("would remove", eviction))
+    done = "would free" if args.dry_run else "freed"
+    usage = report.usage_bytes - report.bytes_freed
+    cap = "" if report.max_bytes is None else f" of max-bytes {_size(report.max_bytes)}"
+    print(
+        f"{len(report.evicted)} file(s), {done} {_size(report.bytes_freed)}; "
+        f"store usage {_size(usage)}{cap}"
+    )
+    return 0
+
+
+async def _gc_async(
+    config: Config, dsn: str, dry_run: bool, repository: str | None
+) -> sweep.Report | None:
+    bar: ProgressBar | None = None
+
+    def removed(batch: list[Eviction], planned: int) -> None:
+        # Plain lines as files go; at a terminal, a bar under them too.
+        nonlocal bar
+        if bar is None and sys.stderr.isatty():
+            bar = ProgressBar(sys.stderr, planned, "files")
+        if bar is not None:
+            bar.clear()
+        for eviction in batch:
+            print(_evicted_line("removed", eviction), flush=True)
+        if bar is not None:
+            bar.advance(len(batch), _size(sum(e.object.size for e in batch)))
+
+    async with AsyncExitStack() as stack:
+        storage = await open_storage(config, stack)
+        sweeper = sweep.Sweeper(
+            dsn, storage, sweep.policy(config), grace_seconds=sweep.grace_seconds(config.storage)
+        )
+        report = await sweeper.sweep(dry_run=dry_run, only=repository, progress=removed)
+    if bar is not None:
+        bar.end()
+    return report
+
+
+def _evicted_line(verb: str, eviction: Eviction) -> str:
+    stored = eviction.object
+    return f"{verb} {stored.key} ({_size(stored.size)}, {eviction.reason})"
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"

@@ -47,6 +47,7 @@ from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 from mypypi2.upstream.parse_rules import MAX_FILENAME_BYTES
 from mypypi2.urls import redact_url
+from mypypi2.usage import LastUse
 from mypypi2.verify import Verifier
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class Files:
         storage: Storage,
         pages: Pages,
         clients: Mapping[str, UpstreamClient],
+        usage: LastUse,
         *,
         cache_entries: int = 16384,
         offline: bool = False,
@@ -107,6 +109,8 @@ class Files:
     ) -> None:
         self._offline = offline
         self._db = db
+        # Every stored file served counts as used (eviction goes least recently used first).
+        self._usage = usage
         self._storage = storage
         self._pages = pages
         self._clients = clients
@@ -129,7 +133,10 @@ class Files:
 
     def warm(self, repository: str, project: str, filename: str) -> KnownFile | None:
         """The file when this worker already knows it is stored, else None (then `find`)."""
-        return self._stored.get((repository, project, filename))
+        known = self._stored.get((repository, project, filename))
+        if known is not None:
+            self._usage.used(known.stored.key)
+        return known
 
     def warm_metadata(self, repository: str, project: str, filename: str) -> Metadata | None:
         """A file's metadata when this worker holds it, else None (then `metadata`)."""
@@ -139,17 +146,17 @@ class Files:
         """The file behind one of our URLs; FileNotFound when no page lists it."""
         cache_key = (repository, project, filename)
         known = self._stored.get(cache_key)
-        if known is not None:
-            return known
-        row = await self._row(repository, project, filename)
-        if row.stored_key is None:
-            return self._pending(repository, project, row)
-        stored = _stored_file(row)
-        if not await self._storage.exists(stored.key):
-            return await self._lost(repository, project, stored)
-        path = self._storage.local_path(stored.key)
-        known = KnownFile.of(stored, None if path is None else str(path))
-        self._stored.put(cache_key, known)
+        if known is None:
+            row = await self._row(repository, project, filename)
+            if row.stored_key is None:
+                return self._pending(repository, project, row)
+            stored = _stored_file(row)
+            if not await self._storage.exists(stored.key):
+                return await self._lost(repository, project, stored)
+            path = self._storage.local_path(stored.key)
+            known = KnownFile.of(stored, None if path is None else str(path))
+            self._stored.put(cache_key, known)
+        self._usage.used(known.stored.key)
         return known
 
     async def stat(
@@ -171,9 +178,11 @@ class Files:
         """Bytes [start, end) of a stored file; a PendingFile when the store lost it (see
         `_lost`)."""
         try:
-            return await self._storage.open(known.stored.key, start, end)
+            chunks = await self._storage.open(known.stored.key, start, end)
         except StoredObjectMissing:
             return await self._lost(repository, project, known.stored)
+        # A stream may outlast the eviction's grace period: it is a use until it ends.
+        return self._usage.reading(known.stored.key, chunks)
 
     async def _lost(self, repository: str, project: str, stored: StoredFile) -> PendingFile:
         """The store no longer has `stored`: let go of it, so that it is fetched again."""

@@ -29,8 +29,8 @@ import asyncpg
 import msgspec
 
 from mypypi2.clock import Clock
-from mypypi2.config import StorageConfig
-from mypypi2.eviction import Eviction, Policy, low_water, plan
+from mypypi2.config import Config, RepositoryConfig, StorageConfig
+from mypypi2.eviction import Eviction, Limits, Policy, low_water, plan
 from mypypi2.queries import stored_uses
 from mypypi2.queries.notifications import Purged, notify_purged
 from mypypi2.storage import Storage
@@ -189,3 +189,12 @@ class Sweeper:
                 await self.sweep()
             except Exception:  # the database or the store failed this round: next one
                 log.exception("eviction sweep failed")
+
+
+def policy(config: Config) -> Policy:
+    """The limits the configuration sets, for the store and per repository."""
+
+    def limits(options: StorageConfig | RepositoryConfig) -> Limits:
+        return Limits(options.max_bytes, options.evict_unused_after)
+
+    return Policy(limits(config.storage), {r.name: limits(r) for r in config.repositories})
