@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,14 @@ import pytest
 import yarl
 
 from mypypi2 import cli
-from mypypi2.config import StorageConfig
+from mypypi2.config import Config, StorageConfig
 from mypypi2.eviction import low_water
+from mypypi2.storage.configured import open_storage
 from mypypi2.sweep import Report, Sweeper, grace_seconds
 from mypypi2.usage import LastUse
 from tests import dists
 from tests.local_upstream import LocalUpstream, UpstreamFile, UpstreamProject
-from tests.support.apps import StateSpy
+from tests.support.apps import PathsendAsBody, RouteSpy, StateSpy
 from tests.support.cache import Clock, RunningCache, StartCache
 from tests.support.files import (
     Store,
@@ -39,6 +41,7 @@ from tests.support.files import (
     fetch,
     file_row,
     our_path,
+    s3_client,
     s3_store,
     sha256,
     upstream_path,
@@ -446,3 +449,64 @@ async def test_last_uses_reach_the_database_in_one_flush_and_older_ones_never_wi
         assert used_at.timestamp() == pytest.approx(clock.now)
     finally:
         await pool.close()
+
+
+async def test_the_warm_path_records_a_use_and_the_background_sweeper_evicts(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    store = disk_store(tmp_path)
+    wheel = WHEELS[0]
+    upstream.add(UpstreamProject("demo", [wheel]))
+    clock = Clock()
+    found: list[Any] = []
+    routes = RouteSpy()
+    cache = await start_cache(
+        storage=limited(store, evict_unused_after=DAY),
+        clock=clock,
+        # A server with zero-copy sends: stored files are answered by the warm path.
+        wrap=lambda app: StateSpy(PathsendAsBody(routes.wrap(app)), found),
+    )
+    url = cache.url + our_path(wheel)
+    await fetch(http, url)
+    await wait_stored(db, wheel)
+    await fetch(http, url)  # the worker knows the file now: the warm path answers
+    instance = Instance(cache, found[0])
+    clock.advance(DAY / 2)
+    routed = len(routes.paths)
+    assert (await fetch(http, url)).body == wheel.content
+    assert len(routes.paths) == routed  # answered by the warm path
+    await instance.usage.flush()
+    used_at = await db.fetchval("SELECT used_at FROM stored_uses")
+    assert used_at.timestamp() == pytest.approx(clock.now)
+
+    clock.advance(DAY - 60)
+    kept = await instance.sweeper.sweep()
+    assert kept is not None and kept.evicted == []  # unused for less than a day since
+    await instance.sweeper.close()
+    instance.sweeper.start(every=0.01)
+    clock.advance(120)  # now more than a day
+
+    async def evicted() -> bool:
+        return await stored_keys(db) == set()
+
+    await eventually(evicted, "the background sweeper evicts the file")
+    await eventually(lambda: store.objects() == [], "the bytes go after the row")
+
+
+async def test_s3_deletes_many_objects_a_thousand_per_request(
+    s3_storage: StorageConfig, tmp_path: Path
+) -> None:
+    client = s3_client(s3_storage)
+    keys = [f"pypi/{n:04}" for n in range(1001)]
+    for name in keys:
+        client.put_object(Bucket=s3_storage.bucket, Key=f"{s3_storage.prefix}/{name}", Body=b"x")
+    config = Config(data_dir=str(tmp_path / "data"), storage=s3_storage)
+    async with AsyncExitStack() as stack:
+        storage = await open_storage(config, stack)
+        await storage.delete_many([*keys, "pypi/never-stored"])
+
+    assert client.list_objects_v2(Bucket=s3_storage.bucket).get("KeyCount") == 0
