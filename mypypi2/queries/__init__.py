@@ -20,6 +20,12 @@ class Executor(Protocol):
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
+# The columns of a page row (projects or project_lists) that PageState reads, but `found`.
+STATE_COLUMNS = (
+    "revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash, purged"
+)
+
+
 class PageState(msgspec.Struct, frozen=True):
     """What the freshness decision needs of a stored page, without its content."""
 

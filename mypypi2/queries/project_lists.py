@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from mypypi2.models import ProjectList, Validators
-from mypypi2.queries import Executor, PageState
-from mypypi2.queries.projects import STATE_COLUMNS
+from mypypi2.queries import STATE_COLUMNS, Executor, PageState
 
 SELECT_STATE = f"""
 SELECT true AS found, {STATE_COLUMNS}

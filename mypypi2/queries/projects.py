@@ -8,18 +8,12 @@ import logging
 import msgspec
 
 from mypypi2.models import FileEntry, ProjectPage, Validators
-from mypypi2.queries import Executor, PageState
+from mypypi2.queries import STATE_COLUMNS, Executor, PageState
 from mypypi2.queries.notifications import Purged, notify_purged
 
 log = logging.getLogger(__name__)
 
 _FILES_JSON = msgspec.json.Encoder()
-
-# What the freshness decision reads of a page row (PageState but `found`); the project
-# list's row has the same columns.
-STATE_COLUMNS = (
-    "revision, changed_at, checked_at, etag, last_modified, last_serial, content_hash, purged"
-)
 
 SELECT_STATE = f"""
 SELECT found, {STATE_COLUMNS}
