@@ -1,8 +1,9 @@
 """When an index page may be served as held, and when the upstream must be asked (pure).
 
 Plain numbers in, plain answers out: no I/O, no clock (the caller passes `now`, seconds
-since the epoch), no database. pages.py orchestrates; every decision it takes on time is
-one of these functions, so the whole policy can be read, and tested, as a table.
+since the epoch), no database. pages.py and page_refresh.py orchestrate; every decision
+they take on time is one of these functions, so the whole policy can be read, and tested,
+as a table.
 
 A copy "confirmed at `checked_at`" is the last time the upstream (or, offline, the store)
 vouched for it; `ttl` is the one that applies to it (see `ttl`).

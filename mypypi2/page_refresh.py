@@ -1,4 +1,4 @@
-"""The refresh of one index page under its lease: steps 2 and 3 of the policy in pages.py.
+"""The refresh of one index page under its lease (the freshness policy of pages.py, continued).
 
 2. Read the page's state row: if another worker or replica refreshed it within the TTL,
    serve the stored rows (re-using this worker's rendering when the revision has not moved).

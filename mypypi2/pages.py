@@ -4,9 +4,9 @@ Freshness policy, in the order a request meets it:
 1. This worker holds a snapshot younger than the TTL: serve it; nothing else is touched.
    Just past the TTL (stale-while-revalidate), serve it too and revalidate in the
    background. A client's no-cache / max-age=0 skips both shortcuts.
-2. Otherwise, in one coalesced task per page (Coalescer), read the page's state row and,
-   when it is stale too, refresh it under the page's lease: page_refresh.py, where the
-   rest of the policy is written down.
+2. Otherwise, in one coalesced task per page (Coalescer), page_refresh.py reads the page's
+   state row and, when it is stale too, refreshes the page under its lease (steps 2 and 3
+   in its docstring).
 While PostgreSQL is unreachable, the snapshot a worker holds is served marked stale (within
 the stale-if-error window); a page it does not hold is DatabaseUnavailable (503), at once.
 Every decision on time is a pure function of freshness.py; this module orchestrates.

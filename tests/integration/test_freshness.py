@@ -1,6 +1,7 @@
-"""The freshness policy of pages.py through a real server, database and upstream, on a clock
-the tests move: TTL and conditional revalidation, stale-while-revalidate, the stale-if-error
-window, gone-after-404s, the negative cache, offline mode and purges across instances.
+"""The freshness policy of pages.py and page_refresh.py through a real server, database and
+upstream, on a clock the tests move: TTL and conditional revalidation, stale-while-revalidate,
+the stale-if-error window, gone-after-404s, the negative cache, offline mode and purges
+across instances.
 
 Not repeated here (see test_coalescing.py, test_upstream_faults.py, test_restart.py):
 concurrent cold misses, one conditional request after the TTL, a lower serial kept out,
