@@ -1,10 +1,13 @@
 """When this worker last served each stored object, batched for the eviction sweep.
 
-Recording a use costs the request one dict assignment: no database write per hit. A task
-flushes the batch every `FLUSH_SECONDS` in one statement, so the times PostgreSQL holds lag
-the real ones by up to that much (more while the database is away: a failed flush keeps its
-times for the next one). Objects being read right now (a stream through the service that may
-outlast any grace period) are recorded as used at every flush until they are closed.
+Recording a use costs the request a dict lookup (and, once per object and flush, one
+assignment): no database write per hit. What is kept is an object's first use since the
+last flush; a task flushes the batch every `FLUSH_SECONDS` in one statement. So the time
+PostgreSQL holds may be up to a flush interval older than the real last use, and reach it up
+to a flush interval later (more while the database is away: a failed flush keeps its times
+for the next one); the eviction's grace period is several flush intervals. Objects being
+read right now (a stream through the service that may outlast any grace period) are
+recorded as used at every flush until they are closed.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ class LastUse:
         self._task: asyncio.Task[None] | None = None
 
     def used(self, key: str) -> None:
-        """The object `key` is being served now (the warm path calls this: keep it cheap)."""
-        self._used[key] = self._clock()
+        """The object `key` is being served now (the warm path calls this: keep it cheap).
+
+        A hot object pays a lookup only: the clock is read for its first use per flush."""
+        if key not in self._used:
+            self._used[key] = self._clock()
 
     async def reading(self, key: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """`chunks` of object `key`, counted as used at every flush until they are closed."""
@@ -48,7 +54,7 @@ class LastUse:
             self._reading[key] -= 1
             if not self._reading[key]:
                 del self._reading[key]
-            self.used(key)
+            self._used[key] = self._clock()
 
     async def flush(self) -> None:
         """Write the batch in one statement; on failure it is kept for the next flush."""

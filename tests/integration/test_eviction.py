@@ -475,6 +475,7 @@ async def test_the_warm_path_records_a_use_and_the_background_sweeper_evicts(
     await wait_stored(db, wheel)
     await fetch(http, url)  # the worker knows the file now: the warm path answers
     instance = Instance(cache, found[0])
+    await instance.usage.flush()
     clock.advance(DAY / 2)
     routed = len(routes.paths)
     assert (await fetch(http, url)).body == wheel.content
@@ -510,3 +511,28 @@ async def test_s3_deletes_many_objects_a_thousand_per_request(
         await storage.delete_many([*keys, "pypi/never-stored"])
 
     assert client.list_objects_v2(Bucket=s3_storage.bucket).get("KeyCount") == 0
+
+
+async def test_a_hot_file_keeps_its_first_use_until_the_flush_then_counts_anew(
+    database: str, db: asyncpg.Connection
+) -> None:
+    clock = Clock()
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        usage = LastUse(pool, clock=clock)
+        first = clock.now
+        usage.used("pypi/a")
+        clock.advance(30)
+        usage.used("pypi/a")  # within the same flush: no clock read, no change
+        await usage.flush()
+        assert (await db.fetchval("SELECT used_at FROM stored_uses")).timestamp() == (
+            pytest.approx(first)
+        )
+        usage.used("pypi/a")
+        await usage.flush()
+        assert (await db.fetchval("SELECT used_at FROM stored_uses")).timestamp() == (
+            pytest.approx(clock.now)
+        )
+    finally:
+        await pool.close()
