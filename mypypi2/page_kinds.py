@@ -31,8 +31,8 @@ NOT_FOUND_DELETED_AT_ONCE = 100
 class NotFoundRows(Protocol):
     """How a kind remembers the upstream's 404s of its page."""
 
-    async def count_missing(self, db: Executor) -> int:
-        """Count one more upstream 404 for the page we hold; how many in a row now."""
+    async def record_missing(self, db: Executor) -> int:
+        """Record one more upstream 404 for the page we hold; how many in a row now."""
         ...
 
     async def save(self, db: Executor, now: dt.datetime) -> None:
@@ -92,11 +92,6 @@ class Kind(ABC, Generic[M]):
             held.checked_at = checked_at
             held.stale = stale
             return held
-        render_as: Callable[[str], bytes] = _render_nothing
-        if state.found:
-            model = await self.load(db)
-            assert model is not None
-            render_as = self.renderer(model)
         client_max_age = self.repository.client_max_age
         return Snapshot(
             found=state.found,
@@ -107,8 +102,15 @@ class Kind(ABC, Generic[M]):
             last_serial=state.last_serial,
             max_age=int(self.ttl) if client_max_age is None else client_max_age,
             stale=stale,
-            _render=render_as,
+            _render=await self._renderer_of(db, state),
         )
+
+    async def _renderer_of(self, db: Executor, state: PageState) -> Callable[[str], bytes]:
+        if not state.found:
+            return _render_nothing
+        model = await self.load(db)
+        assert model is not None
+        return self.renderer(model)
 
 
 class ProjectPageKind(Kind[ProjectPage]):
@@ -159,7 +161,7 @@ class _MissingProject:
         self._repository = repository
         self._name = name
 
-    async def count_missing(self, db: Executor) -> int:
+    async def record_missing(self, db: Executor) -> int:
         return await projects.record_missing(db, self._repository.name, self._name)
 
     async def save(self, db: Executor, now: dt.datetime) -> None:

@@ -229,7 +229,7 @@ class PageRefresh:
             if held is not None and (
                 missing is None
                 or not freshness.is_gone(
-                    await missing.count_missing(connection), kind.repository.gone_after_404s
+                    await missing.record_missing(connection), kind.repository.gone_after_404s
                 )
             ):
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
