@@ -8,9 +8,12 @@ bytes from under a client:
 1. the plan spares objects used within the grace period (longer than the time last uses
    take to reach the database, and on S3 than a presigned URL lives) or being downloaded;
 2. in one transaction per batch, the rows let go of the objects (checked again under the
-   row locks: a use recorded since the plan keeps the object) and every worker is told to
-   forget them (a purge notification, delivered at commit);
-3. after a pause for the notification to arrive, the bytes are deleted. A disk reader that
+   row locks: a use recorded since the plan keeps the object), every worker is told to
+   forget them (a purge notification, delivered at commit), and the files are claimed as
+   if being downloaded, so that a request meanwhile waits instead of storing the same
+   content-addressed key again just before its deletion;
+3. after a pause for the notification to arrive, the bytes are deleted and the claims let
+   go: a request waiting on them downloads the file afresh. A disk reader that
    already has the file open keeps reading (POSIX); anything asking later finds the row
    pending and fetches the file again from the upstream.
 """
@@ -22,6 +25,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -148,11 +152,16 @@ class Sweeper:
         progress: Progress | None,
     ) -> list[Eviction]:
         removed: list[Eviction] = []
+        attempt = uuid.uuid4()  # the claims that hold off downloads of evicted files
+        never_a_spool = str(self._storage.spool_dir / f"{attempt.hex}.evicting")
         for start in range(0, len(planned), BATCH_OBJECTS):
             batch = planned[start : start + BATCH_OBJECTS]
             async with connection.transaction():
                 cleared = await stored_uses.clear_evicted(
                     connection, [e.object.key for e in batch], unused_since
+                )
+                await stored_uses.claim_evicted(
+                    connection, [row.file_id for row in cleared], attempt, never_a_spool
                 )
                 gone = set(
                     await stored_uses.forget_unreferenced(connection, [c.key for c in cleared])
@@ -163,9 +172,12 @@ class Sweeper:
                 for repository, names in sorted(projects.items()):
                     await notify_purged(connection, Purged(repository, sorted(names), files=True))
             done = [e for e in batch if e.object.key in gone]
-            if done:
-                await asyncio.sleep(self._settle)
-                await self._storage.delete_many([e.object.key for e in done])
+            try:
+                if done:
+                    await asyncio.sleep(self._settle)
+                    await self._storage.delete_many([e.object.key for e in done])
+            finally:
+                await stored_uses.release_evicted(connection, attempt)
             removed += done
             if progress is not None:
                 progress(done, len(planned))

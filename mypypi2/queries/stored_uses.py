@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import msgspec
 
@@ -57,8 +58,27 @@ UPDATE files
 SET stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL
 FROM doomed
 WHERE files.id = doomed.id
-RETURNING doomed.stored_key, doomed.repository, doomed.name
+RETURNING doomed.id, doomed.stored_key, doomed.repository, doomed.name
 """
+
+# While their bytes are being deleted, the evicted files look like downloads under way
+# (the claim rows of queries/files.py, attempt $2, a spool path that never exists): a
+# request meanwhile follows this "download" instead of starting one, and once it is done
+# (RELEASE_EVICTED) it finds the file unstored and downloads it afresh. Without this, a
+# download finishing meanwhile would store the same content-addressed key, and the deletion
+# would then take its bytes. A sweeper that dies leaves claims that go stale like any.
+CLAIM_EVICTED = """
+INSERT INTO file_downloads AS d (file_id, attempt, spool_path, expected_size, state,
+                                 started_at, heartbeat_at)
+SELECT id, $2, $3, NULL, 'claimed', clock_timestamp(), clock_timestamp()
+FROM unnest($1::bigint[]) AS id
+ON CONFLICT (file_id) DO UPDATE
+SET attempt = EXCLUDED.attempt, spool_path = EXCLUDED.spool_path, expected_size = NULL,
+    state = 'claimed', started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at
+WHERE d.state NOT IN ('claimed', 'running')
+"""
+
+RELEASE_EVICTED = "UPDATE file_downloads SET state = 'done' WHERE attempt = $1"
 
 # Of the keys let go ($1), those no row holds any more (another row may share an object):
 # only their bytes may go. Their use rows go with them.
@@ -95,6 +115,7 @@ class StoredObject(msgspec.Struct, frozen=True):
 
 
 class Cleared(msgspec.Struct, frozen=True):
+    file_id: int
     key: str
     repository: str
     project: str
@@ -125,7 +146,17 @@ async def clear_evicted(db: Executor, keys: list[str], unused_since: float) -> l
     """Let go of the objects `keys` unless used at or after `unused_since` (epoch seconds)."""
     cutoff = dt.datetime.fromtimestamp(unused_since, dt.UTC)
     rows = await db.fetch(CLEAR_EVICTED, keys, cutoff)
-    return [Cleared(row["stored_key"], row["repository"], row["name"]) for row in rows]
+    return [Cleared(row["id"], row["stored_key"], row["repository"], row["name"]) for row in rows]
+
+
+async def claim_evicted(
+    db: Executor, file_ids: list[int], attempt: uuid.UUID, spool_path: str
+) -> None:
+    await db.execute(CLAIM_EVICTED, file_ids, attempt, spool_path)
+
+
+async def release_evicted(db: Executor, attempt: uuid.UUID) -> None:
+    await db.execute(RELEASE_EVICTED, attempt)
 
 
 async def forget_unreferenced(db: Executor, keys: list[str]) -> list[str]:

@@ -536,3 +536,36 @@ async def test_a_hot_file_keeps_its_first_use_until_the_flush_then_counts_anew(
         )
     finally:
         await pool.close()
+
+
+async def test_a_request_while_the_bytes_are_deleted_waits_then_stores_the_file_anew(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    store: Store,
+) -> None:
+    wheel = WHEELS[0]
+    upstream.add(UpstreamProject("demo", [wheel]))
+    clock = Clock()
+    cache = await start(start_cache, http, limited(store, evict_unused_after=DAY), clock)
+    url = cache.cache.url + our_path(wheel)
+    await fetch(http, url)
+    await wait_stored(db, wheel)
+    clock.advance(2 * DAY)
+    sweeping = asyncio.create_task(cache.sweeper.sweep())
+
+    async def let_go() -> bool:
+        return (await file_row(db, wheel.filename))["stored_key"] is None
+
+    await eventually(let_go, "the row lets go (the bytes go a moment later)")
+    # Asked for between the row letting go and the bytes going: had it been stored again
+    # now, the deletion would take the new object.
+    answer = await get(http, store, url)
+    report = await sweeping
+
+    assert report is not None and len(report.evicted) == 1
+    assert sha256(answer.body) == wheel.sha256
+    await wait_stored(db, wheel)
+    assert store.objects() == [store.key(wheel)]
+    assert upstream.hits[upstream_path(wheel)] == 2
