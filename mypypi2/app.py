@@ -89,9 +89,9 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             stack.push_async_callback(database.close)
             clients = {}
             for repository in config.repositories:
-                session = UpstreamClient.open_session(repository)
-                stack.push_async_callback(session.close)
-                clients[repository.name] = UpstreamClient(repository, session)
+                client = UpstreamClient.open(repository)
+                stack.push_async_callback(client.close)
+                clients[repository.name] = client
             pages = Pages(
                 database,
                 {r.name: r for r in config.repositories},
