@@ -88,7 +88,7 @@ class UpstreamClient:
         self,
         repository: RepositoryConfig,
         session: aiohttp.ClientSession,
-        policy: HostPolicy | None = None,
+        policy: HostPolicy,
     ) -> None:
         self._repository = repository
         self._session = session
@@ -98,7 +98,7 @@ class UpstreamClient:
         self._origin = origin(self._base)
         # The one the session's resolver holds (see `open`): what it learns of the upstream's
         # addresses, the IP literals checked here are judged by too.
-        self._policy = policy or HostPolicy.for_repository(repository)
+        self._policy = policy
         self._credentials = dict(repository.headers)
         username, password = repository.username, repository.password
         if username is None and userinfo is not None:
@@ -117,12 +117,6 @@ class UpstreamClient:
     async def close(self) -> None:
         await self._session.close()
         await self._policy.close()
-
-    @staticmethod
-    def open_session(repository: RepositoryConfig) -> aiohttp.ClientSession:
-        """The session alone, for `UpstreamClient(repository, session)`, which builds a second
-        policy: until app.py uses `open`."""
-        return _session(repository, HostPolicy.for_repository(repository))
 
     @asynccontextmanager
     async def file(self, url: str) -> AsyncIterator[UpstreamBody]:
