@@ -41,7 +41,9 @@ class NotFoundRows(Protocol):
 
 
 class Kind(ABC, Generic[M]):
-    # How this kind remembers 404s; None: it never does (a 404 is an error then).
+    """One page, as the refresh sees it; a subclass says where its rows and upstream are."""
+
+    # How this kind remembers 404s; None: it never does (ProjectListKind says what then).
     not_found: NotFoundRows | None
 
     def __init__(self, repository: RepositoryConfig, name: str, path: str, ttl: float) -> None:
@@ -75,23 +77,23 @@ class Kind(ABC, Generic[M]):
         self,
         db: Executor,
         state: PageState,
-        held: Snapshot | None,
+        current: Snapshot | None,
         fresh_until: float,
         stale: str | None,
     ) -> Snapshot:
-        """This worker's snapshot of `state`: `held` (this worker's) with its renderings when
-        it is of the same revision, a new one otherwise."""
+        """This worker's snapshot of `state`: its `current` one, renderings and all, when it
+        is of the same revision; a new one otherwise."""
         checked_at = state.checked_at.timestamp()
         if (
-            held is not None
-            and held.revision == state.revision
+            current is not None
+            and current.revision == state.revision
             # A deleted not-found row starts its revisions again: the time tells them apart.
-            and held.changed_at == state.changed_at
+            and current.changed_at == state.changed_at
         ):
-            held.fresh_until = fresh_until
-            held.checked_at = checked_at
-            held.stale = stale
-            return held
+            current.fresh_until = fresh_until
+            current.checked_at = checked_at
+            current.stale = stale
+            return current
         client_max_age = self.repository.client_max_age
         return Snapshot(
             found=state.found,

@@ -68,13 +68,13 @@ class PageRefresh:
     def __init__(
         self,
         database: Database,
-        held: Callable[[tuple[str, str]], Snapshot | None],
+        current: Callable[[tuple[str, str]], Snapshot | None],
         *,
         offline: bool,
         clock: Clock,
     ) -> None:
         self._db = database
-        self._held = held  # this worker's snapshot of a page, by key
+        self._current = current  # this worker's snapshot of a page, by key
         self._offline = offline
         self._clock = clock
 
@@ -281,7 +281,7 @@ class PageRefresh:
         checked_at = state.checked_at.timestamp()
         ttl = kind.ttl_for(state.found)
         fresh_until = freshness.serve_until(self._clock(), checked_at, ttl, self._offline)
-        return await kind.snapshot(connection, state, self._held(kind.key), fresh_until, None)
+        return await kind.snapshot(connection, state, self._current(kind.key), fresh_until, None)
 
     async def _served_saved(self, connection: Connection, kind: Kind[M]) -> Snapshot:
         """The snapshot of the state just saved in `connection`'s transaction."""
@@ -297,8 +297,8 @@ class PageRefresh:
         window = kind.repository.stale_if_error
         ttl = kind.ttl_for(held.found)
         fresh_until = freshness.stale_serve_until(retry_at, checked_at, ttl, window)
-        snapshot = self._held(kind.key)
-        return await kind.snapshot(connection, held, snapshot, fresh_until, STALE_UPSTREAM)
+        current = self._current(kind.key)
+        return await kind.snapshot(connection, held, current, fresh_until, STALE_UPSTREAM)
 
     def _now(self) -> dt.datetime:
         return _datetime(self._clock())
