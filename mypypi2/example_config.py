@@ -1,4 +1,4 @@
-"""Writes `config.example.toml` from the options in config.py: `python -m mypypi2.example_config`.
+"""Writes `config.example.toml` from config/options.py: `python -m mypypi2.example_config`.
 
 tomli-w writes no comments, so every option is rendered by tomli-w on its own and its
 description (its `Meta(description=...)`) goes above it. Durations and sizes are shown with
@@ -16,15 +16,9 @@ from typing import Any
 import msgspec
 import tomli_w
 
-from mypypi2.config import (
-    FORMS,
-    Config,
-    Option,
-    RepositoryConfig,
-    format_duration,
-    format_size,
-    options,
-)
+from mypypi2.config.options import Config, RepositoryConfig
+from mypypi2.config.schema import Option, options
+from mypypi2.config.values import FORMS, format_duration, format_size
 
 PATH = Path(__file__).resolve().parent.parent / "config.example.toml"
 

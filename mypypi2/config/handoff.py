@@ -1,0 +1,24 @@
+"""How `serve` hands what it resolved once to its worker processes (see asgi.py)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from mypypi2.config.options import Config
+
+HANDOFF_VARIABLE = "MYPYPI2_WORKER_CONFIG"
+
+
+class WorkerHandoff(msgspec.Struct, frozen=True):
+    """What `serve` resolved once (config, database) for its worker processes."""
+
+    config: Config
+    dsn: str
+
+
+def encode_handoff(config: Config, dsn: str) -> str:
+    return msgspec.json.encode(WorkerHandoff(config, dsn)).decode()
+
+
+def decode_handoff(text: str) -> WorkerHandoff:
+    return msgspec.json.decode(text, type=WorkerHandoff)
