@@ -19,7 +19,7 @@ from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config
 from mypypi2.errors import ConfigError, StartupError
-from mypypi2.eviction import Eviction
+from mypypi2.eviction import Eviction, Policy
 from mypypi2.names import normalize
 from mypypi2.progress import ProgressBar
 from mypypi2.queries.notifications import Purged, notify_purged
@@ -232,7 +232,7 @@ def _gc(config: Config, args: argparse.Namespace) -> int:
         return 0
     dsn = _database(config)
     _migrate(dsn)
-    report = asyncio.run(_gc_async(config, dsn, args.dry_run, args.repository))
+    report = asyncio.run(_gc_async(config, policy, dsn, args.dry_run, args.repository))
     if report is None:
         print(
             "mypypi2: another process is sweeping the store now; try again later", file=sys.stderr
@@ -252,7 +252,7 @@ def _gc(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _gc_async(
-    config: Config, dsn: str, dry_run: bool, repository: str | None
+    config: Config, policy: Policy, dsn: str, dry_run: bool, repository: str | None
 ) -> sweep.Report | None:
     bar: ProgressBar | None = None
 
@@ -271,7 +271,7 @@ async def _gc_async(
     async with AsyncExitStack() as stack:
         storage = await open_storage(config, stack)
         sweeper = sweep.Sweeper(
-            dsn, storage, sweep.policy(config), grace_seconds=sweep.grace_seconds(config.storage)
+            dsn, storage, policy, grace_seconds=sweep.grace_seconds(config.storage)
         )
         report = await sweeper.sweep(dry_run=dry_run, only=repository, progress=removed)
     if bar is not None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
+import sys
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -321,6 +323,7 @@ async def test_gc_dry_run_changes_nothing_and_lists_what_the_real_run_removes(
     database: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = disk_store(tmp_path)
     upstream.add(UpstreamProject("demo", list(WHEELS)))
@@ -350,13 +353,34 @@ async def test_gc_dry_run_changes_nothing_and_lists_what_the_real_run_removes(
     would = [line.split()[2] for line in dry if line.startswith("would remove ")]
     assert would == [key(store, WHEELS[0]), key(store, WHEELS[1])]  # the first stored
 
+    assert "#" not in capsys.readouterr().err  # no terminal: plain lines only
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     real = await gc(capsys, config)
+    monkeypatch.undo()
 
     removed = [line.split()[1] for line in real if line.startswith("removed ")]
     assert removed == would
     assert await stored_keys(db) == {key(store, w) for w in WHEELS[2:]}
     assert store.objects() == sorted(store.key(w) for w in WHEELS[2:])
     assert real[-1].startswith("2 file(s), freed ")
+    assert f"[{'#' * 30}] 2/2 files" in terminal.getvalue()  # and a progress bar
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_gc_refuses_an_unknown_repository(tmp_path: Path) -> None:
+    config = tmp_path / "gc.toml"
+    config.write_text('[[repositories]]\nname = "pypi"\nupstream = "http://up.example/simple/"\n')
+
+    status = await asyncio.to_thread(
+        cli.main, ["--config", str(config), "gc", "--repository", "nope"]
+    )
+
+    assert status == 2
 
 
 async def gc(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> list[str]:
