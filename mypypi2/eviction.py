@@ -17,7 +17,7 @@ PostgreSQL and are small.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mypypi2.queries.stored_uses import StoredObject
@@ -70,7 +70,6 @@ def plan(
 ) -> list[Eviction]:
     """The objects to evict, in the order decided; `only`: evict that repository's alone
     (usage still counts every repository's objects)."""
-    remaining = sorted(objects, key=lambda o: (o.last_used, o.key))  # least recent first
 
     def evictable(candidate: StoredObject) -> bool:
         return (
@@ -79,14 +78,22 @@ def plan(
             and only in (None, candidate.repository)
         )
 
-    evictions: list[Eviction] = []
-    kept = []
-    for candidate in remaining:
+    kept = sorted(objects, key=lambda o: (o.last_used, o.key))  # least recent first
+    evictions = []
+    for candidate in kept:
         limit = policy.unused_seconds(candidate.repository)
         if limit is not None and evictable(candidate) and candidate.last_used < now - limit:
             evictions.append(Eviction(candidate, "unused"))
-        else:
-            kept.append(candidate)
+    for repository, cap in _caps(policy):
+        doomed = {e.object.key for e in evictions}
+        kept = [o for o in kept if o.key not in doomed]
+        scope = [o for o in kept if repository in (None, o.repository)]
+        evictions += _over_cap(scope, cap, evictable)
+    return evictions
+
+
+def _caps(policy: Policy) -> list[tuple[str | None, int]]:
+    """Each repository's cap (None: the store's, applied last), in a stable order."""
     caps: list[tuple[str | None, int]] = [
         (repository, limits.max_bytes)
         for repository, limits in sorted(policy.repositories.items())
@@ -94,19 +101,22 @@ def plan(
     ]
     if policy.store.max_bytes is not None:
         caps.append((None, policy.store.max_bytes))
-    for repository, cap in caps:
-        scope = [o for o in kept if repository in (None, o.repository)]
-        usage = sum(o.size for o in scope)
-        if usage <= cap:
-            continue
-        target = low_water(cap)
-        doomed = set()
-        for candidate in scope:
-            if usage <= target:
-                break
-            if evictable(candidate):
-                evictions.append(Eviction(candidate, "over-cap"))
-                doomed.add(candidate.key)
-                usage -= candidate.size
-        kept = [o for o in kept if o.key not in doomed]
+    return caps
+
+
+def _over_cap(
+    scope: list[StoredObject], cap: int, evictable: Callable[[StoredObject], bool]
+) -> list[Eviction]:
+    """Least recently used first, down to the low-water mark, when `scope` is over `cap`."""
+    usage = sum(o.size for o in scope)
+    if usage <= cap:
+        return []
+    target = low_water(cap)
+    evictions = []
+    for candidate in scope:
+        if usage <= target:
+            break
+        if evictable(candidate):
+            evictions.append(Eviction(candidate, "over-cap"))
+            usage -= candidate.size
     return evictions
