@@ -4,7 +4,7 @@ The first caller's coroutine becomes a task; later callers for the same key awai
 same task. The task is shielded, so a client that disconnects (cancelling its own await)
 never cancels the work the others wait for. Every waiter sees the result or the exception.
 The key is dropped when the task ends: this is not a cache, the database is the memory.
-Across processes the same job is done by lease rows in PostgreSQL (queries/locks.py).
+Across processes the same job is done by lease rows in PostgreSQL (queries/leases.py).
 """
 
 from __future__ import annotations

@@ -162,6 +162,6 @@ async def test_star_allows_every_host_at_every_address() -> None:
     ],
 )
 def test_a_file_hosts_entry_is_read_by_config(entry: str, parsed: FileHost) -> None:
-    # What config.py validates at load is what the policy matches with: one reading.
+    # What config/options.py validates at load is what the policy matches with: one reading.
     assert FileHost.parse(entry) == parsed
     assert policy(file_hosts=[entry]).is_listed("a.cdn.example") == (entry != "files.example")
