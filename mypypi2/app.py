@@ -109,6 +109,7 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             files = Files(
                 database, storage, pages, clients, usage, offline=config.offline, clock=clock
             )
+            stack.push_async_callback(files.close)
 
             def forget(purged: Purged) -> None:
                 pages.forget(purged)

@@ -51,6 +51,8 @@ FOLLOW_POLL_SECONDS = 0.05
 # How often a leader renews its claim, and how long an unrenewed claim stands.
 HEARTBEAT_SECONDS = 2.0
 LEASE_SECONDS = 10.0
+# How long a stopping worker waits for its downloads in flight before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 30.0
 
 
 class Downloads:
@@ -91,6 +93,16 @@ class Downloads:
         reader = spool.read(self._storage)
         first = await anext(reader, b"")
         return spool.expected_size, _starting_with(first, reader)
+
+    async def close(self) -> None:
+        """Let the downloads in flight finish, for a while, then cancel the rest: a client
+        may hold every byte of a file whose commit to the store is still to come."""
+        if not self._tasks:
+            return
+        _, unfinished = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_SECONDS)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
 
     def _forget(self, row: FileRow, spool: Spool) -> None:
         if self._spools.get(row.id) is spool:

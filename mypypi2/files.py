@@ -121,6 +121,10 @@ class Files:
         self._stored: LRU[tuple[str, str, str], KnownFile] = LRU(cache_entries)
         self._metadata: LRU[tuple[str, str, str], Metadata] = LRU(cache_entries)
 
+    async def close(self) -> None:
+        """At shutdown, before the database and the upstream sessions close."""
+        await self._downloads.close()
+
     @property
     def storage(self) -> Storage:
         return self._storage

@@ -427,6 +427,31 @@ async def test_slow_downloads_do_not_starve_the_database_pool(
     assert [answer.body for answer in answers] == [f.content for f in slow]
 
 
+async def test_a_stopping_worker_finishes_its_downloads_in_flight(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    # A client may hold every byte before the file is committed: a worker stopped then
+    # (a deploy, a scale-down) must not drop the commit with the database pool.
+    upstream.add(UpstreamProject("demo", [SDIST]))
+    upstream.fail(upstream_path(SDIST), Fault(slow_chunk=32 * 1024, slow_delay=0.05))
+    store = disk_store(tmp_path)
+    cache = await start_cache(storage=store.config)
+    assert (await fetch(http, cache.url + "/pypi/simple/demo/")).status == 200
+    first_chunk = asyncio.Event()
+    client = asyncio.create_task(attempt(http, cache.url + our_path(SDIST), first_chunk))
+    await asyncio.wait_for(first_chunk.wait(), timeout=30)
+    client.cancel()  # the client goes away too: nobody is reading when the worker stops
+
+    await cache.stop()
+
+    await assert_stored(db, store, SDIST)
+    assert upstream.hits[upstream_path(SDIST)] == 1
+
+
 async def test_a_claim_whose_leader_went_away_is_taken_over(
     start_cache: StartCache,
     upstream: LocalUpstream,
