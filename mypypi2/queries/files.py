@@ -48,8 +48,8 @@ WHERE p.repository = $1 AND p.name = $2 AND f.filename = $3
 
 SELECT_FILE_BY_ID = f"SELECT {_FILE_COLUMNS} FROM files f WHERE f.id = $1"
 
-# What a row lets go of when its object does (lost, purged).
-_FORGET_STORED = "stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL"
+# What a row lets go of when its object does (lost, purged, evicted).
+FORGET_STORED = "stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL"
 
 # Only while the row still describes the bytes that were verified ($6, $7): a page saved
 # during the download with other hashes (the file was re-published) must not end up
@@ -77,7 +77,7 @@ SELECT_KEY_IN_USE = "SELECT EXISTS (SELECT 1 FROM files WHERE stored_key = $1)"
 CLEAR_LOST = f"""
 WITH lost AS (
     UPDATE files
-    SET {_FORGET_STORED}
+    SET {FORGET_STORED}
     WHERE id = $1 AND stored_key = $2
     RETURNING project_id
 )
@@ -96,7 +96,7 @@ WITH doomed AS (
     FOR UPDATE OF f
 )
 UPDATE files
-SET {_FORGET_STORED}, metadata_body = NULL
+SET {FORGET_STORED}, metadata_body = NULL
 FROM doomed
 WHERE files.id = doomed.id
 RETURNING doomed.stored_key

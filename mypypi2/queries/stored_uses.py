@@ -8,6 +8,7 @@ import uuid
 import msgspec
 
 from mypypi2.queries import Executor
+from mypypi2.queries.files import FORGET_STORED
 
 # One flush of a worker's batch. Keys arrive sorted, so concurrent flushes of overlapping
 # batches lock their rows in the same order and never deadlock. A time older than the one
@@ -38,7 +39,7 @@ GROUP BY f.stored_key, p.repository
 # flushed since the plan was made (at or after the grace cutoff $2), or a download that
 # started, keeps the object. Metadata bodies stay. Returns what was let go, for the
 # notification and the deletion.
-CLEAR_EVICTED = """
+CLEAR_EVICTED = f"""
 WITH doomed AS (
     SELECT f.id, f.stored_key, p.repository, p.name
     FROM files f
@@ -55,7 +56,7 @@ WITH doomed AS (
     FOR UPDATE OF f
 )
 UPDATE files
-SET stored_key = NULL, stored_size = NULL, stored_sha256 = NULL, stored_at = NULL
+SET {FORGET_STORED}
 FROM doomed
 WHERE files.id = doomed.id
 RETURNING doomed.id, doomed.stored_key, doomed.repository, doomed.name
