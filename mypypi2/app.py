@@ -103,7 +103,7 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             )
             stack.push_async_callback(pages.close)
             storage = await open_storage(config, stack)
-            usage = LastUse(database.pool, clock=clock)
+            usage = LastUse(database, clock=clock)
             usage.start()
             stack.push_async_callback(usage.close)
             files = Files(

@@ -19,10 +19,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
-import asyncpg
-
 from mypypi2.clock import Clock
-from mypypi2.queries import stored_uses
+from mypypi2.queries import Executor, stored_uses
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +28,8 @@ FLUSH_SECONDS = 60.0
 
 
 class LastUse:
-    def __init__(self, pool: asyncpg.Pool, *, clock: Clock = time.time) -> None:
-        self._pool = pool
+    def __init__(self, db: Executor, *, clock: Clock = time.time) -> None:
+        self._db = db
         self._clock = clock
         self._used: dict[str, float] = {}
         self._reading: Counter[str] = Counter()
@@ -64,7 +62,7 @@ class LastUse:
         if not batch:
             return
         try:
-            await stored_uses.record_uses(self._pool, batch)
+            await stored_uses.record_uses(self._db, batch)
         except BaseException:
             for key, used_at in batch.items():  # newer uses recorded meanwhile win
                 if self._used.get(key, 0.0) < used_at:
