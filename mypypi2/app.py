@@ -85,68 +85,7 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            database = await Database.open(dsn, config.database)
-            stack.push_async_callback(database.close)
-            clients = {}
-            for repository in config.repositories:
-                client = UpstreamClient.open(repository)
-                stack.push_async_callback(client.close)
-                clients[repository.name] = client
-            pages = Pages(
-                database,
-                {r.name: r for r in config.repositories},
-                clients,
-                base_url=config.server.base_url,
-                cache_entries=config.server.cache_entries,
-                offline=config.offline,
-                clock=clock,
-            )
-            stack.push_async_callback(pages.close)
-            storage = await open_storage(config, stack)
-            usage = LastUse(database, clock=clock)
-            usage.start()
-            stack.push_async_callback(usage.close)
-            files = Files(
-                database, storage, pages, clients, usage, offline=config.offline, clock=clock
-            )
-            stack.push_async_callback(files.close)
-
-            def forget(purged: Purged) -> None:
-                pages.forget(purged)
-                files.forget(purged)
-
-            def missed_purges() -> None:
-                pages.expire_all()
-                for repository in config.repositories:
-                    files.forget(Purged(repository.name, None, files=True))
-
-            # Purges come from any process (`mypypi2 purge`, another replica): hear them all,
-            # and after the connection was lost (a database restart) trust nothing held.
-            listener = KeptConnection(
-                dsn,
-                lambda connection: listen_purged(connection, forget),
-                missed_purges,
-                application_name="mypypi2-listener",
-            )
-            await listener.start()
-            stack.push_async_callback(listener.close)
-            sweeper = Sweeper(
-                dsn,
-                storage,
-                policy(config),
-                grace_seconds=grace_seconds(config.storage),
-                before=usage.flush,
-                clock=clock,
-            )
-            sweeper.start()
-            stack.push_async_callback(sweeper.close)
-            yield {
-                "pages": pages,
-                "files": files,
-                "listener": listener,
-                "usage": usage,
-                "sweeper": sweeper,
-            }
+            yield await _start_worker(config, dsn, clock, stack)
 
     routed = Starlette(
         routes=[*health.routes, *simple.routes, *files_routes.routes],
@@ -155,3 +94,74 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     )
     # Requests answerable from this worker's memory skip the framework (see routes/warm.py).
     return WarmPath(routed)
+
+
+async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExitStack) -> State:
+    """One worker's services. `stack` closes them in the reverse order: downloads in flight
+    finish and last uses are flushed before the upstream sessions and the pool close."""
+    database = await Database.open(dsn, config.database)
+    stack.push_async_callback(database.close)
+    clients = {}
+    for repository in config.repositories:
+        clients[repository.name] = client = UpstreamClient.open(repository)
+        stack.push_async_callback(client.close)
+    pages = Pages(
+        database,
+        {r.name: r for r in config.repositories},
+        clients,
+        base_url=config.server.base_url,
+        cache_entries=config.server.cache_entries,
+        offline=config.offline,
+        clock=clock,
+    )
+    stack.push_async_callback(pages.close)
+    storage = await open_storage(config, stack)
+    usage = LastUse(database, clock=clock)
+    usage.start()
+    stack.push_async_callback(usage.close)
+    files = Files(database, storage, pages, clients, usage, offline=config.offline, clock=clock)
+    stack.push_async_callback(files.close)
+    listener = await _listen_for_purges(config, dsn, pages, files)
+    stack.push_async_callback(listener.close)
+    sweeper = Sweeper(
+        dsn,
+        storage,
+        policy(config),
+        grace_seconds=grace_seconds(config.storage),
+        before=usage.flush,
+        clock=clock,
+    )
+    sweeper.start()
+    stack.push_async_callback(sweeper.close)
+    return {
+        "pages": pages,
+        "files": files,
+        "listener": listener,
+        "usage": usage,
+        "sweeper": sweeper,
+    }
+
+
+async def _listen_for_purges(
+    config: Config, dsn: str, pages: Pages, files: Files
+) -> KeptConnection:
+    """Purges come from any process (`mypypi2 purge`, another replica, the eviction sweep):
+    hear them all, and after the connection was lost (a database restart) trust nothing held."""
+
+    def forget(purged: Purged) -> None:
+        pages.forget(purged)
+        files.forget(purged)
+
+    def missed_purges() -> None:
+        pages.expire_all()
+        for repository in config.repositories:
+            files.forget(Purged(repository.name, None, files=True))
+
+    listener = KeptConnection(
+        dsn,
+        lambda connection: listen_purged(connection, forget),
+        missed_purges,
+        application_name="mypypi2-listener",
+    )
+    await listener.start()
+    return listener
