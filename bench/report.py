@@ -14,7 +14,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 from bench.proc import run
 
 PEERS = ("proxpi", "devpi")
-MAIN = ("mypypi2", "proxpi", "devpi", "nginx")
+MAIN = ("mypypi2", "mypypi2-baseline", "proxpi", "devpi", "nginx")
 SERVERS = ("mypypi2", "mypypi2-hypercorn", "mypypi2-uvicorn")
 _LABELS = {
     "page-json-50": "page JSON, 50 files",

