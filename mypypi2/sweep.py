@@ -37,6 +37,7 @@ from mypypi2.config import Config, RepositoryConfig, StorageConfig
 from mypypi2.eviction import Eviction, Limits, Policy, low_water, plan
 from mypypi2.queries import stored_uses
 from mypypi2.queries.notifications import Purged, notify_purged
+from mypypi2.queries.stored_uses import StoredObject
 from mypypi2.storage import Storage
 from mypypi2.usage import FLUSH_SECONDS
 
@@ -71,6 +72,8 @@ class Report:
     usage_bytes: int  # before the sweep
     max_bytes: int | None  # the store's cap
     dry_run: bool
+    # Objects no limit may take now: used within the grace period, or being downloaded.
+    protected: list[StoredObject]
 
     @property
     def bytes_freed(self) -> int:
@@ -89,6 +92,7 @@ class Report:
                 "usage_bytes": self.usage_bytes - self.bytes_freed,
                 "max_bytes": self.max_bytes,
                 "low_water_bytes": None if self.max_bytes is None else low_water(self.max_bytes),
+                "protected": len(self.protected),
             }
         ).decode()
 
@@ -140,7 +144,10 @@ class Sweeper:
                     await stored_uses.release_sweep_lock(connection)
         finally:
             await connection.close()
-        report = Report(evicted, sum(o.size for o in objects), self.policy.store.max_bytes, dry_run)
+        recent = now - self._grace
+        protected = [o for o in objects if o.busy or o.last_used >= recent]
+        usage = sum(o.size for o in objects)
+        report = Report(evicted, usage, self.policy.store.max_bytes, dry_run, protected)
         log.info("%s", report.log_line())
         return report
 

@@ -367,6 +367,40 @@ async def test_gc_dry_run_changes_nothing_and_lists_what_the_real_run_removes(
     assert f"[{'#' * 30}] 2/2 files" in terminal.getvalue()  # and a progress bar
 
 
+async def test_gc_says_which_files_it_keeps_because_they_were_just_used(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A store over its cap that gc leaves alone would look broken without a word on why.
+    store = disk_store(tmp_path)
+    wheels = WHEELS[:2]
+    upstream.add(UpstreamProject("demo", wheels))
+    storage = limited(store, max_bytes=1)
+    cache = await start(start_cache, http, storage, Clock())  # the real time: just used
+    for wheel in wheels:
+        await fetch(http, cache.cache.url + our_path(wheel))
+        await wait_stored(db, wheel)
+    config = tmp_path / "gc.toml"
+    config.write_text(
+        f'data-dir = "{tmp_path / "data"}"\n'
+        f'[database]\nurl = "{database}"\n'
+        f'[storage]\npath = "{storage.path}"\nmax-bytes = 1\n'
+        f'[[repositories]]\nname = "pypi"\nupstream = "{upstream.url}"\n'
+    )
+
+    lines = await gc(capsys, config, "--dry-run")
+
+    assert lines[0].startswith("0 file(s), would free 0 B; store usage ")
+    assert lines[1].startswith("kept whatever the limits say: 2 file(s) (")
+    assert lines[1].endswith(" used in the last 5m or being downloaded")
+    assert await stored_keys(db) == {key(store, w) for w in wheels}
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
