@@ -338,13 +338,7 @@ async def test_gc_dry_run_changes_nothing_and_lists_what_the_real_run_removes(
         await wait_stored(db, wheel)
         clock.advance(60)
     await cache.usage.flush()
-    config = tmp_path / "gc.toml"
-    config.write_text(
-        f'data-dir = "{tmp_path / "data"}"\n'
-        f'[database]\nurl = "{database}"\n'
-        f'[storage]\npath = "{storage.path}"\nmax-bytes = {cap}\n'
-        f'[[repositories]]\nname = "pypi"\nupstream = "{upstream.url}"\n'
-    )
+    config = gc_config(tmp_path, database, storage, upstream)
     before = (store.objects(), await stored_keys(db))
 
     dry = await gc(capsys, config, "--dry-run")
@@ -385,13 +379,7 @@ async def test_gc_says_which_files_it_keeps_because_they_were_just_used(
     for wheel in wheels:
         await fetch(http, cache.cache.url + our_path(wheel))
         await wait_stored(db, wheel)
-    config = tmp_path / "gc.toml"
-    config.write_text(
-        f'data-dir = "{tmp_path / "data"}"\n'
-        f'[database]\nurl = "{database}"\n'
-        f'[storage]\npath = "{storage.path}"\nmax-bytes = 1\n'
-        f'[[repositories]]\nname = "pypi"\nupstream = "{upstream.url}"\n'
-    )
+    config = gc_config(tmp_path, database, storage, upstream)
 
     lines = await gc(capsys, config, "--dry-run")
 
@@ -415,6 +403,20 @@ async def test_gc_refuses_an_unknown_repository(tmp_path: Path) -> None:
     )
 
     assert status == 2
+
+
+def gc_config(
+    tmp_path: Path, database: str, storage: StorageConfig, upstream: LocalUpstream
+) -> Path:
+    """A config file for `mypypi2 gc` naming the cache's database, store and its limits."""
+    config = tmp_path / "gc.toml"
+    config.write_text(
+        f'data-dir = "{tmp_path / "data"}"\n'
+        f'[database]\nurl = "{database}"\n'
+        f'[storage]\npath = "{storage.path}"\nmax-bytes = {storage.max_bytes}\n'
+        f'[[repositories]]\nname = "pypi"\nupstream = "{upstream.url}"\n'
+    )
+    return config
 
 
 async def gc(capsys: pytest.CaptureFixture[str], config: Path, *args: str) -> list[str]:
