@@ -95,6 +95,25 @@ async def start(
     return Instance(cache, found[0])
 
 
+async def stored_unused_for_a_day(
+    start_cache: StartCache,
+    upstream: LocalUpstream,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    store: Store,
+    file: UpstreamFile,
+    clock: Clock,
+) -> tuple[Instance, str]:
+    """A cache evicting files unused for a day, holding `file` (stored through a request),
+    and the file's URL."""
+    upstream.add(UpstreamProject("demo", [file]))
+    cache = await start(start_cache, http, limited(store, evict_unused_after=DAY), clock)
+    url = cache.cache.url + our_path(file)
+    await fetch(http, url)
+    await wait_stored(db, file)
+    return cache, url
+
+
 def limited(store: Store, **limits: Any) -> StorageConfig:
     return msgspec.structs.replace(store.config, **limits)
 
@@ -211,12 +230,8 @@ async def test_an_evicted_file_is_fetched_again_with_the_same_bytes(
     store: Store,
 ) -> None:
     wheel = WHEELS[0]
-    upstream.add(UpstreamProject("demo", [wheel]))
     clock = Clock()
-    cache = await start(start_cache, http, limited(store, evict_unused_after=DAY), clock)
-    url = cache.cache.url + our_path(wheel)
-    await fetch(http, url)
-    await wait_stored(db, wheel)
+    cache, url = await stored_unused_for_a_day(start_cache, upstream, http, db, store, wheel, clock)
     assert (await get(http, store, url)).body == wheel.content  # known to the worker now
     clock.advance(2 * DAY)
 
@@ -252,12 +267,8 @@ async def test_a_client_reading_a_file_while_gc_runs_gets_every_byte(
     else:
         s3 = msgspec.structs.replace(request.getfixturevalue("s3_storage"), redirect=False)
         store = s3_store(s3, tmp_path, kind)
-    upstream.add(UpstreamProject("demo", [BIG]))
     clock = Clock()
-    cache = await start(start_cache, http, limited(store, evict_unused_after=DAY), clock)
-    url = cache.cache.url + our_path(BIG)
-    await fetch(http, url)
-    await wait_stored(db, BIG)
+    cache, url = await stored_unused_for_a_day(start_cache, upstream, http, db, store, BIG, clock)
 
     async with http.get(url) as response:
         digest = hashlib.sha256(await response.content.readany())
@@ -606,12 +617,8 @@ async def test_a_request_while_the_bytes_are_deleted_waits_then_stores_the_file_
     store: Store,
 ) -> None:
     wheel = WHEELS[0]
-    upstream.add(UpstreamProject("demo", [wheel]))
     clock = Clock()
-    cache = await start(start_cache, http, limited(store, evict_unused_after=DAY), clock)
-    url = cache.cache.url + our_path(wheel)
-    await fetch(http, url)
-    await wait_stored(db, wheel)
+    cache, url = await stored_unused_for_a_day(start_cache, upstream, http, db, store, wheel, clock)
     clock.advance(2 * DAY)
     sweeping = asyncio.create_task(cache.sweeper.sweep())
 
