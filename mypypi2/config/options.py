@@ -384,6 +384,30 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
             raise ValueError("set both access-key-id and secret-access-key, or neither")
 
 
+LogFormat = Literal["text", "json"]
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """What the service logs: one access line per request (on stdout), other lines on
+    stderr, both in one format."""
+
+    format: Annotated[
+        LogFormat,
+        Meta(
+            description='"text": an access line in the common log format followed by '
+            'key=value fields, other lines as "LEVEL logger: message"; "json": one JSON '
+            "object per line, for both."
+        ),
+    ] = "text"
+    access_log: Annotated[
+        bool,
+        Meta(
+            description="Write one access line per request (with its request id, repository, "
+            "outcome, bytes and duration)."
+        ),
+    ] = True
+
+
 def _section(struct: type[msgspec.Struct]) -> Meta:
     return Meta(description=" ".join((struct.__doc__ or "").split()))
 
@@ -407,6 +431,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="ke
     server: Annotated[ServerConfig, _section(ServerConfig)] = ServerConfig()
     database: Annotated[DatabaseConfig, _section(DatabaseConfig)] = DatabaseConfig()
     storage: Annotated[StorageConfig, _section(StorageConfig)] = StorageConfig()
+    logging: Annotated[LoggingConfig, _section(LoggingConfig)] = LoggingConfig()
     repositories: Annotated[
         tuple[RepositoryConfig, ...],
         Meta(
