@@ -29,11 +29,12 @@ from mypypi2.errors import (
     UpstreamTimeout,
 )
 from mypypi2.files import Files
+from mypypi2.metrics import Metrics
 from mypypi2.observe import Observer
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.routes import files as files_routes
-from mypypi2.routes import health, simple
+from mypypi2.routes import health, metrics, simple
 from mypypi2.routes.observed import Observed
 from mypypi2.routes.warm import WarmPath
 from mypypi2.storage.configured import open_storage
@@ -49,6 +50,7 @@ class State(TypedDict):
     files: Files
     listener: KeptConnection  # the connection that hears purges
     usage: LastUse  # this worker's last uses of stored files, flushed now and then
+    metrics: Metrics  # this worker's tallies, and the replica's exposition
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
 
 
@@ -75,15 +77,19 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     headers = dict(_ERROR_HEADERS)
     if status == 503:
         headers["Retry-After"] = "1"
-    if status >= 500:
+    # An upstream failure was logged once, where it was met (not once per waiting client).
+    if status >= 500 and not isinstance(exc, UpstreamError):
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return PlainTextResponse(
         f"{exc}\n", status_code=status, headers=headers, media_type="text/plain; charset=utf-8"
     )
 
 
-def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp:
-    """The app for one worker; `dsn` is the already migrated database it serves from."""
+def create_app(
+    config: Config, dsn: str, *, clock: Clock = time.time, metrics_dir: str | None = None
+) -> ASGIApp:
+    """The app for one worker; `dsn` is the already migrated database it serves from, and
+    `metrics_dir` the replica's multiprocess metrics directory (None: this app's alone)."""
 
     # Every request is seen by this worker's sinks (added as the worker starts).
     observer = Observer()
@@ -91,10 +97,10 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, stack, observer)
+            yield await _start_worker(config, dsn, clock, stack, observer, metrics_dir)
 
     routed = Starlette(
-        routes=[*health.routes, *simple.routes, *files_routes.routes],
+        routes=[*health.routes, *metrics.routes, *simple.routes, *files_routes.routes],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
@@ -104,7 +110,12 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
 
 
 async def _start_worker(
-    config: Config, dsn: str, clock: Clock, stack: AsyncExitStack, observer: Observer
+    config: Config,
+    dsn: str,
+    clock: Clock,
+    stack: AsyncExitStack,
+    observer: Observer,
+    metrics_dir: str | None,
 ) -> State:
     """One worker's services. `stack` closes them in the reverse order: downloads in flight
     finish and last uses are flushed before the upstream sessions and the pool close; the
@@ -116,9 +127,13 @@ async def _start_worker(
         observer.add(access_log)
     database = await Database.open(dsn, config.database)
     stack.push_async_callback(database.close)
+    worker_metrics = Metrics(observer, database, [r.name for r in config.repositories], metrics_dir)
+    worker_metrics.start()
+    stack.push_async_callback(worker_metrics.close)
+    observer.add(worker_metrics)
     clients = {}
     for repository in config.repositories:
-        clients[repository.name] = client = UpstreamClient.open(repository)
+        clients[repository.name] = client = UpstreamClient.open(repository, observer)
         stack.push_async_callback(client.close)
     pages = Pages(
         database,
@@ -134,7 +149,9 @@ async def _start_worker(
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)
-    files = Files(database, storage, pages, clients, usage, offline=config.offline, clock=clock)
+    files = Files(
+        database, storage, pages, clients, usage, observer, offline=config.offline, clock=clock
+    )
     stack.push_async_callback(files.close)
     listener = await _listen_for_purges(config, dsn, pages, files)
     stack.push_async_callback(listener.close)
@@ -154,6 +171,7 @@ async def _start_worker(
         "listener": listener,
         "usage": usage,
         "sweeper": sweeper,
+        "metrics": worker_metrics,
     }
 
 

@@ -12,11 +12,11 @@ import os
 from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
-from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
+from mypypi2.config import HANDOFF_VARIABLE, METRICS_DIR_VARIABLE, decode_handoff
 from mypypi2.logs import configure
 
 
 def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
     configure(handoff.config.logging.format)
-    return create_app(handoff.config, handoff.dsn)
+    return create_app(handoff.config, handoff.dsn, metrics_dir=os.environ.get(METRICS_DIR_VARIABLE))

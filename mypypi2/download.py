@@ -33,6 +33,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 
+from mypypi2 import observe
 from mypypi2.clock import Clock
 from mypypi2.db import Database
 from mypypi2.errors import DatabaseUnavailable, UpstreamError, VerificationFailed
@@ -63,10 +64,12 @@ class Downloads:
         db: Database,
         storage: Storage,
         clients: Mapping[str, UpstreamClient],
+        observer: observe.Observer,
         *,
         clock: Clock = time.time,
     ) -> None:
         self._db = db
+        self._observer = observer
         self._storage = storage
         self._clients = clients
         self._clock = clock
@@ -90,8 +93,13 @@ class Downloads:
             task = asyncio.create_task(self._run(repository, row, spool))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        else:
+            observe.joined()
         reader = spool.read(self._storage)
         first = await anext(reader, b"")
+        if spool.followed:
+            observe.joined()
+        observe.answered_as("miss")
         return spool.expected_size, _starting_with(first, reader)
 
     async def close(self) -> None:
@@ -110,6 +118,7 @@ class Downloads:
 
     async def _run(self, repository: str, row: FileRow, spool: Spool) -> None:
         """The download's one failure path, whoever (leader or follower) met the failure."""
+        observe.current.set(None)  # its own: the request that started it may be gone
         try:
             while not await self._attempt(repository, row, spool):
                 pass  # the attempt followed ended before giving us a byte: look again
@@ -122,6 +131,8 @@ class Downloads:
             if not isinstance(exc, Exception):
                 raise
             url = redact_url(row.upstream_url)
+            if isinstance(exc, VerificationFailed):
+                self._observer.verification_failed(repository)
             if isinstance(exc, (UpstreamError, DatabaseUnavailable)):
                 log.warning("download of %s failed: %s", url, exc)
             else:
@@ -148,6 +159,7 @@ class Downloads:
                 if stored is not None and stored.stored_key is not None:
                     # By the leader just before us.
                     await files_queries.set_download_state(connection, row.id, attempt, "done")
+        spool.followed = claim is None
         if claim is None:
             return current is not None and await self._follow(row, spool, current.attempt)
         if stored is not None and _mark_stored(spool, stored):
