@@ -126,17 +126,15 @@ class AccessLog:
         target = _safe(record.path)
         if record.query:
             target = f"{target}?{_safe(record.query)}"
-        fields = f"id={record.request_id}"
-        if record.repository is not None:
-            fields += f" repository={record.repository}"
-        fields += f" kind={record.kind} outcome={record.outcome}"
-        if record.stale_reason is not None:
-            fields += f" stale={record.stale_reason}"
+        # Fields that most requests lack cost nothing when absent.
+        repository = "" if record.repository is None else f" repository={record.repository}"
+        extra = "" if record.stale_reason is None else f" stale={record.stale_reason}"
         if record.coalesced:
-            fields += " coalesced"
+            extra += " coalesced"
         return (
             f'{record.client or "-"} - - [{self._now(False)}] "{record.method} {target}" '
-            f"{record.status} {record.bytes_sent} {fields} installer={record.installer} "
+            f"{record.status} {record.bytes_sent} id={record.request_id}{repository} "
+            f"kind={record.kind} outcome={record.outcome}{extra} installer={record.installer} "
             f"duration={record.seconds * 1000:.1f}ms\n"
         )
 

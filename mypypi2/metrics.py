@@ -20,9 +20,8 @@ import contextlib
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,8 +37,6 @@ from mypypi2.db import Database
 from mypypi2.errors import DatabaseUnavailable
 from mypypi2.observe import Observer, RequestRecord, UpstreamRecord
 from mypypi2.queries.store_totals import store_totals
-
-_Labels = TypeVar("_Labels", bound=tuple[str, ...])
 
 FLUSH_SECONDS = 1.0
 STORE_TOTALS_SECONDS = 30.0
@@ -62,20 +59,39 @@ class _Buckets:
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
 
+    def add(self, other: _Buckets) -> None:
+        self.counts = [
+            mine + theirs for mine, theirs in zip(self.counts, other.counts, strict=True)
+        ]
+        self.total += other.total
 
-class _Tallies:
-    """What this worker added since the last flush, keyed by label values."""
+
+class _Requests(_Buckets):
+    """Requests alike in every label: how many, their durations and their bytes."""
+
+    __slots__ = ("bytes", "count")
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str, str], int] = {}
-        self.request_buckets: dict[str, _Buckets] = {}
-        self.served: dict[tuple[str, str], int] = {}
-        self.coalesced: dict[tuple[str, str], int] = {}
-        self.stale: dict[tuple[str, str], int] = {}
-        self.clients: dict[str, int] = {}
-        self.upstream: dict[tuple[str, str, str], int] = {}
-        self.upstream_buckets: dict[tuple[str, str], _Buckets] = {}
-        self.upstream_bytes: dict[tuple[str, str], int] = {}
+        super().__init__(REQUEST_BUCKETS)
+        self.count = 0
+        self.bytes = 0
+
+
+# What makes requests alike: repository ("" outside one), kind, outcome, status,
+# installer, coalesced, stale reason. One dict lookup per request tallies them all.
+_RequestKey = tuple[str, str, str, int, str, bool, str | None]
+
+
+class _Upstream(_Buckets):
+    __slots__ = ("bytes", "count")
+
+    def __init__(self) -> None:
+        super().__init__(UPSTREAM_BUCKETS)
+        self.count = 0
+        self.bytes = 0
+
+
+_UpstreamKey = tuple[str, str, str]  # repository, kind, result
 
 
 class _Series:
@@ -194,7 +210,8 @@ class Metrics:
         # In-process: this app's own registry, so two apps in one process never mix.
         self._registry = None if multiproc_dir is not None else CollectorRegistry()
         self._series = _Series(self._registry)
-        self._tallies = _Tallies()
+        self._requests: dict[_RequestKey, _Requests] = {}
+        self._upstream: dict[_UpstreamKey, _Upstream] = {}
         self._verification_failures: dict[str, int] = {}  # as last flushed
         self._totals_read_at = -float("inf")
         self._task: asyncio.Task[None] | None = None
@@ -210,57 +227,62 @@ class Metrics:
         self.flush()
 
     def request(self, record: RequestRecord) -> None:
-        tallies = self._tallies
-        repository = record.repository or ""
-        kind = record.kind
-        key = (repository, kind, record.outcome or "", str(record.status))
-        tallies.requests[key] = tallies.requests.get(key, 0) + 1
-        buckets = tallies.request_buckets.get(kind)
-        if buckets is None:
-            buckets = tallies.request_buckets[kind] = _Buckets(REQUEST_BUCKETS)
-        buckets.counts[bisect_left(REQUEST_BUCKETS, record.seconds)] += 1
-        buckets.total += record.seconds
-        if record.bytes_sent:
-            served = (repository, kind)
-            tallies.served[served] = tallies.served.get(served, 0) + record.bytes_sent
-        installer = record.installer
-        tallies.clients[installer] = tallies.clients.get(installer, 0) + 1
-        if record.coalesced:
-            coalesced = (repository, kind)
-            tallies.coalesced[coalesced] = tallies.coalesced.get(coalesced, 0) + 1
-        if record.stale_reason is not None and record.outcome == "stale":
-            stale = (repository, record.stale_reason)
-            tallies.stale[stale] = tallies.stale.get(stale, 0) + 1
+        key = (
+            record.repository or "",
+            record.kind,
+            record.outcome or "",
+            record.status,
+            record.installer,
+            record.coalesced,
+            record.stale_reason,
+        )
+        tally = self._requests.get(key)
+        if tally is None:
+            tally = self._requests[key] = _Requests()
+        tally.count += 1
+        tally.bytes += record.bytes_sent
+        tally.counts[bisect_left(REQUEST_BUCKETS, record.seconds)] += 1
+        tally.total += record.seconds
 
     def upstream(self, record: UpstreamRecord) -> None:
-        tallies = self._tallies
-        series = (record.repository, record.kind)
         key = (record.repository, record.kind, record.result)
-        tallies.upstream[key] = tallies.upstream.get(key, 0) + 1
-        buckets = tallies.upstream_buckets.get(series)
-        if buckets is None:
-            buckets = tallies.upstream_buckets[series] = _Buckets(UPSTREAM_BUCKETS)
-        buckets.counts[bisect_left(UPSTREAM_BUCKETS, record.seconds)] += 1
-        buckets.total += record.seconds
-        if record.bytes_received:
-            received = tallies.upstream_bytes.get(series, 0) + record.bytes_received
-            tallies.upstream_bytes[series] = received
+        tally = self._upstream.get(key)
+        if tally is None:
+            tally = self._upstream[key] = _Upstream()
+        tally.count += 1
+        tally.bytes += record.bytes_received
+        tally.counts[bisect_left(UPSTREAM_BUCKETS, record.seconds)] += 1
+        tally.total += record.seconds
 
     def flush(self) -> None:
         """Publish what was tallied since the last flush, and this worker's gauges."""
-        tallies, self._tallies = self._tallies, _Tallies()
+        requests, self._requests = self._requests, {}
+        upstream, self._upstream = self._upstream, {}
         series = self._series
-        _inc(series.requests, tallies.requests)
-        for kind, buckets in tallies.request_buckets.items():
+        durations: dict[str, _Buckets] = {}
+        for key, tally in requests.items():
+            repository, kind, outcome, status, installer, coalesced, stale_reason = key
+            series.requests.labels(repository, kind, outcome, str(status)).inc(tally.count)
+            series.clients.labels(installer).inc(tally.count)
+            if tally.bytes:
+                series.served_bytes.labels(repository, kind).inc(tally.bytes)
+            if coalesced:
+                series.coalesced.labels(repository, kind).inc(tally.count)
+            if stale_reason is not None and outcome == "stale":
+                series.stale_served.labels(repository, stale_reason).inc(tally.count)
+            durations.setdefault(kind, _Buckets(REQUEST_BUCKETS)).add(tally)
+        for kind, buckets in durations.items():
             _add(series.request_duration.labels(kind), buckets)
-        _inc(series.served_bytes, tallies.served)
-        _inc(series.coalesced, tallies.coalesced)
-        _inc(series.stale_served, tallies.stale)
-        _inc(series.clients, {(installer,): count for installer, count in tallies.clients.items()})
-        _inc(series.upstream_requests, tallies.upstream)
-        for labels, buckets in tallies.upstream_buckets.items():
+        upstream_durations: dict[tuple[str, str], _Buckets] = {}
+        for (repository, kind, result), exchanges in upstream.items():
+            series.upstream_requests.labels(repository, kind, result).inc(exchanges.count)
+            if exchanges.bytes:
+                series.upstream_bytes.labels(repository, kind).inc(exchanges.bytes)
+            upstream_durations.setdefault((repository, kind), _Buckets(UPSTREAM_BUCKETS)).add(
+                exchanges
+            )
+        for labels, buckets in upstream_durations.items():
             _add(series.upstream_duration.labels(*labels), buckets)
-        _inc(series.upstream_bytes, tallies.upstream_bytes)
         for repository, failures in self._observer.verification_failures.items():
             new = failures - self._verification_failures.get(repository, 0)
             if new:
@@ -304,11 +326,6 @@ class Metrics:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             self.flush()
-
-
-def _inc(counter: Counter, tally: Mapping[_Labels, int]) -> None:
-    for labels, count in tally.items():
-        counter.labels(*labels).inc(count)
 
 
 def _add(histogram: Histogram, buckets: _Buckets) -> None:

@@ -22,6 +22,10 @@ from mypypi2.observe import Installer, Observer, Outcome, RequestKind, RequestRe
 
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID = 128
+# Paths and User-Agents repeat (a fleet asks for the same pages and files with the same
+# few installers): what they name is remembered, forgotten all at once past these sizes.
+_TARGETS_KEPT = 8192
+_INSTALLERS_KEPT = 256
 # pip and uv send "pip/24.0 {linehaul JSON}" and "uv/0.5.0 {...}"; poetry "poetry/1.8.3".
 _INSTALLERS: dict[str, Installer] = {"pip": "pip", "uv": "uv", "poetry": "poetry"}
 
@@ -71,6 +75,8 @@ class Observed:
         self._observer = observer
         self._repositories = frozenset(repositories)
         self._ids = RequestIds()
+        self._targets: dict[str, tuple[str | None, str | None, RequestKind]] = {}
+        self._installers: dict[bytes | None, Installer] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,7 +91,17 @@ class Observed:
                 incoming_id = value
         request_id = sane_request_id(incoming_id) or self._ids.next()
         path: str = scope["path"]
-        repository, project, kind = target_of(path, self._repositories)
+        target = self._targets.get(path)
+        if target is None:
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()
+            target = self._targets[path] = target_of(path, self._repositories)
+        installer = self._installers.get(user_agent)
+        if installer is None:
+            if len(self._installers) >= _INSTALLERS_KEPT:
+                self._installers.clear()
+            text = None if user_agent is None else user_agent.decode("latin-1")
+            installer = self._installers[user_agent] = installer_of(text)
         query: bytes = scope["query_string"]
         client = scope.get("client")
         record = RequestRecord(
@@ -94,10 +110,8 @@ class Observed:
             path,
             query.decode("latin-1") if query else "",
             client[0] if client else None,
-            repository,
-            project,
-            kind,
-            installer_of(None if user_agent is None else user_agent.decode("latin-1")),
+            *target,
+            installer,
             started,
         )
         id_header = (REQUEST_ID_HEADER, request_id.encode())
@@ -110,8 +124,9 @@ class Observed:
                 record.bytes_sent += len(message.get("body", b""))
             elif kind == "http.response.start":
                 record.status = message["status"]
+                # A new list: the app's may be shared (a snapshot's prepared headers).
                 start_headers = [*message.get("headers", ()), id_header]
-                message = {**message, "headers": start_headers}
+                message["headers"] = start_headers
             elif kind == "http.response.pathsend":
                 record.bytes_sent += _content_length(start_headers)
             await send(message)
