@@ -64,8 +64,8 @@ class Window(msgspec.Struct, kw_only=True):
 
 class Upstream(msgspec.Struct, kw_only=True):
     url: str  # without credentials or query
-    # "ok": it last answered; "failing": its last request failed; "unknown": no request in
-    # the last two days.
+    # "ok": its last request succeeded; "failing": its last request failed (of the failures
+    # kept for two days); "unknown": never asked.
     state: Literal["ok", "failing", "unknown"]
     last_success: dt.datetime | None
     last_failure: dt.datetime | None
@@ -177,6 +177,8 @@ def _upstream(
         state = "ok" if last_success is not None else "unknown"
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return Upstream(

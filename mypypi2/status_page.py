@@ -48,6 +48,7 @@ td.text { text-align: left; white-space: normal; word-break: break-word; }
 .grid2 { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px 32px;
   margin-top: 12px; }
 @media (max-width: 900px) { .grid2 { grid-template-columns: minmax(0, 1fr); } }
+.scroll { overflow-x: auto; }
 figure { margin: 0; }
 figcaption { font-size: 12px; color: var(--muted); }
 .legend span { display: inline-block; width: 10px; height: 10px; border-radius: 2px;
@@ -159,7 +160,7 @@ def _totals(repository: RepositoryStatus, key: str) -> str:
             f"{_bytes(totals.bytes_fetched, f'{at}.totals.bytes_fetched')}"
             f"<td>{_upstream_failures(totals, at)}</td></tr>"
         )
-    return f"<table>{''.join(rows)}</table>\n"
+    return f'<div class="scroll"><table>{"".join(rows)}</table></div>\n'
 
 
 def _upstream_failures(totals: Counts, at: str) -> str:
