@@ -30,8 +30,10 @@ from mypypi2.errors import (
 from mypypi2.files import Files
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
+from mypypi2.relay import advertised
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
+from mypypi2.routes import relay as relay_routes
 from mypypi2.routes import status as status_routes
 from mypypi2.routes.warm import WarmPath
 from mypypi2.status import StatusReport
@@ -93,7 +95,13 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             yield await _start_worker(config, dsn, clock, stack)
 
     routed = Starlette(
-        routes=[*health.routes, *status_routes.routes, *simple.routes, *files_routes.routes],
+        routes=[
+            *health.routes,
+            *status_routes.routes,
+            *relay_routes.routes,
+            *simple.routes,
+            *files_routes.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
@@ -127,7 +135,17 @@ async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExit
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)
-    files = Files(database, storage, pages, clients, usage, offline=config.offline, clock=clock)
+    files = Files(
+        database,
+        storage,
+        pages,
+        clients,
+        usage,
+        offline=config.offline,
+        cluster_secret=config.cluster.secret,
+        advertise_url=advertised(config.cluster, config.server),
+        clock=clock,
+    )
     stack.push_async_callback(files.close)
     listener = await _listen_for_purges(config, dsn, pages, files)
     stack.push_async_callback(listener.close)
