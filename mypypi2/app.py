@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
+from mypypi2.access_log import AccessLog
 from mypypi2.clock import Clock
 from mypypi2.config import Config
 from mypypi2.db import Database, KeptConnection
@@ -28,6 +29,7 @@ from mypypi2.errors import (
     UpstreamTimeout,
 )
 from mypypi2.files import Files
+from mypypi2.observe import Observer
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.relay import advertised
@@ -35,6 +37,7 @@ from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.routes import relay as relay_routes
 from mypypi2.routes import status as status_routes
+from mypypi2.routes.observed import Observed
 from mypypi2.routes.warm import WarmPath
 from mypypi2.status import StatusReport
 from mypypi2.storage.configured import open_storage
@@ -89,10 +92,13 @@ async def _error_response(request: Request, exc: Exception) -> Response:
 def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp:
     """The app for one worker; `dsn` is the already migrated database it serves from."""
 
+    # Every request is seen by this worker's sinks (added as the worker starts).
+    observer = Observer()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, stack)
+            yield await _start_worker(config, dsn, clock, stack, observer)
 
     routed = Starlette(
         routes=[
@@ -105,13 +111,22 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
-    # Requests answerable from this worker's memory skip the framework (see routes/warm.py).
-    return WarmPath(routed)
+    # Requests answerable from this worker's memory skip the framework (see routes/warm.py),
+    # never the observation.
+    return Observed(WarmPath(routed), observer, [r.name for r in config.repositories])
 
 
-async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExitStack) -> State:
+async def _start_worker(
+    config: Config, dsn: str, clock: Clock, stack: AsyncExitStack, observer: Observer
+) -> State:
     """One worker's services. `stack` closes them in the reverse order: downloads in flight
-    finish and last uses are flushed before the upstream sessions and the pool close."""
+    finish and last uses are flushed before the upstream sessions and the pool close; the
+    sinks (`observer.add`) see every request until the end, and write last."""
+    if config.logging.access_log:
+        access_log = AccessLog(config.logging.format)
+        access_log.start()
+        stack.push_async_callback(access_log.close)
+        observer.add(access_log)
     database = await Database.open(dsn, config.database)
     stack.push_async_callback(database.close)
     clients = {}
@@ -132,6 +147,7 @@ async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExit
     traffic = Traffic(database, [r.name for r in config.repositories], clock=clock)
     traffic.start()
     stack.push_async_callback(traffic.close)
+    observer.add(traffic)
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)

@@ -13,10 +13,10 @@ from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
 from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
-from mypypi2.servers import configure_logging
+from mypypi2.logs import configure
 
 
 def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
-    configure_logging()
+    configure(handoff.config.logging.format)
     return create_app(handoff.config, handoff.dsn)

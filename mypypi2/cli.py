@@ -14,7 +14,7 @@ import msgspec
 import psycopg
 
 from mypypi2 import config as config_module
-from mypypi2 import db, embedded, servers, sweep
+from mypypi2 import db, embedded, logs, servers, sweep
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config, format_duration
@@ -99,9 +99,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    servers.configure_logging()
+    logs.configure("text")  # until the configuration says otherwise
     try:
         config = _load_config(args.config)
+        logs.configure(config.logging.format)
         if args.command == "config":
             sys.stdout.write(config_module.to_toml(config, redact=not args.show_secrets))
             return 0
@@ -192,7 +193,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         )
     if server.server == "hypercorn":
         return servers.run_hypercorn(server, workers)
-    servers.run_granian(server, workers)
+    servers.run_granian(server, workers, config.logging.format)
     return 0
 
 

@@ -422,6 +422,30 @@ class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
                 )
 
 
+LogFormat = Literal["text", "json"]
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """What the service logs: one access line per request (on stdout), other lines on
+    stderr, both in one format."""
+
+    format: Annotated[
+        LogFormat,
+        Meta(
+            description='"text": an access line in the common log format followed by '
+            'key=value fields, other lines as "LEVEL logger: message"; "json": one JSON '
+            "object per line, for both."
+        ),
+    ] = "text"
+    access_log: Annotated[
+        bool,
+        Meta(
+            description="Write one access line per request (with its request id, repository, "
+            "outcome, bytes and duration)."
+        ),
+    ] = True
+
+
 def _section(struct: type[msgspec.Struct]) -> Meta:
     return Meta(description=" ".join((struct.__doc__ or "").split()))
 
@@ -446,6 +470,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="ke
     database: Annotated[DatabaseConfig, _section(DatabaseConfig)] = DatabaseConfig()
     storage: Annotated[StorageConfig, _section(StorageConfig)] = StorageConfig()
     cluster: Annotated[ClusterConfig, _section(ClusterConfig)] = ClusterConfig()
+    logging: Annotated[LoggingConfig, _section(LoggingConfig)] = LoggingConfig()
     repositories: Annotated[
         tuple[RepositoryConfig, ...],
         Meta(

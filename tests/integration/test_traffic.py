@@ -39,7 +39,7 @@ def served(
     sent: int,
     kind: RequestKind = "file",
 ) -> RequestRecord:
-    record = RequestRecord("id", "GET", "/", repository, project, kind, "pip", 0.0)
+    record = RequestRecord("id", "GET", "/", "", None, repository, project, kind, "pip", 0.0)
     record.outcome = outcome
     record.bytes_sent = sent
     record.status = 200
