@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TypedDict
 
 from starlette.applications import Starlette
@@ -30,6 +31,7 @@ from mypypi2.errors import (
 from mypypi2.files import Files
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
+from mypypi2.readiness import Readiness
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.routes.warm import WarmPath
@@ -47,6 +49,7 @@ class State(TypedDict):
     listener: KeptConnection  # the connection that hears purges
     usage: LastUse  # this worker's last uses of stored files, flushed now and then
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
+    readiness: Readiness  # what /-/ready answers
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -79,13 +82,16 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp:
-    """The app for one worker; `dsn` is the already migrated database it serves from."""
+def create_app(
+    config: Config, dsn: str, *, clock: Clock = time.time, shutdown_flag: Path | None = None
+) -> ASGIApp:
+    """The app for one worker; `dsn` is the already migrated database it serves from, and
+    `shutdown_flag` the file whose existence says `serve` is stopping (then not ready)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, stack)
+            yield await _start_worker(config, dsn, clock, shutdown_flag, stack)
 
     routed = Starlette(
         routes=[*health.routes, *simple.routes, *files_routes.routes],
@@ -96,7 +102,9 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     return WarmPath(routed)
 
 
-async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExitStack) -> State:
+async def _start_worker(
+    config: Config, dsn: str, clock: Clock, shutdown_flag: Path | None, stack: AsyncExitStack
+) -> State:
     """One worker's services. `stack` closes them in the reverse order: downloads in flight
     finish and last uses are flushed before the upstream sessions and the pool close."""
     database = await Database.open(dsn, config.database)
@@ -139,6 +147,7 @@ async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExit
         "listener": listener,
         "usage": usage,
         "sweeper": sweeper,
+        "readiness": Readiness(database, storage, shutdown_flag=shutdown_flag),
     }
 
 

@@ -2,8 +2,9 @@
 for real) or on the shared one (a full pool, a lost listener connection).
 
 While the database is down, pages a worker holds are served (marked stale once past their
-TTL) and every other request is a fast 503, health included; the pool and the purge
-listener come back by themselves, and purges reach the workers again. A slow upstream or a
+TTL) and every other request is a fast 503, readiness included (liveness stays 200: a
+restart would not help); the pool and the purge listener come back by themselves, and
+purges reach the workers again. A slow upstream or a
 blocked statement never leaves a request hanging on the pool.
 """
 
@@ -97,6 +98,10 @@ async def launch_instance(
         await instance.stop()
 
 
+async def is_ready(http: aiohttp.ClientSession, base: str) -> bool:
+    return (await get(http, f"{base}/-/ready"))[0] == 200
+
+
 async def send_purge(dsn: str, name: str) -> None:
     """What `mypypi2 purge pypi NAME` does, on a connection of our own."""
     connection = await asyncpg.connect(dsn)
@@ -153,6 +158,7 @@ async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
     try:
         during = {name: await get(http, f"{base}/{name}/") for name in ("held", "expired", "cold")}
         health = await get(http, f"{cache.url}/-/health")
+        ready = await get(http, f"{cache.url}/-/ready")
     finally:
         await asyncio.to_thread(own_postgres.start)
 
@@ -166,7 +172,9 @@ async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
     assert headers["Retry-After"] == "1"
     assert b"database unavailable" in body
     assert upstream.hits["/simple/cold/"] == 0  # failed before asking anyone
-    assert health[0] == 503
+    assert health[0] == 200
+    assert ready[0] == 503
+    assert ready[2].startswith(b"not ready\ndatabase: "), ready[2]
 
     # The pool reconnects by itself: the first request after the restart is answered.
     status, headers, body = await get(http, f"{base}/cold/")
@@ -175,7 +183,7 @@ async def test_a_restart_serves_held_pages_and_fails_the_others_fast(
     status, headers, _ = await get(http, f"{base}/expired/")
     assert (status, headers.get(STALE)) == (200, None)
     assert upstream.hits["/simple/expired/"] == 2
-    assert (await get(http, f"{cache.url}/-/health"))[0] == 200
+    await eventually(lambda: is_ready(http, cache.url), "ready again")
     outage_logs = [r for r in caplog.records if "serving held pages stale" in r.getMessage()]
     assert len(outage_logs) == 1
 
@@ -292,6 +300,7 @@ async def test_a_full_pool_is_a_fast_503_not_a_hang(
         await eventually(blocked, "the first request waits on the lock")
         second = await get(http, f"{base}/second/")
         health = await get(http, f"{cache.url}/-/health")
+        ready = await get(http, f"{cache.url}/-/ready")
         first_answer = await first
         await transaction.rollback()
     finally:
@@ -299,12 +308,14 @@ async def test_a_full_pool_is_a_fast_503_not_a_hang(
 
     assert second[0] == 503, second[2]
     assert b"no free connection" in second[2]
-    assert health[0] == 503
+    assert health[0] == 200
+    assert ready[0] == 503
+    assert b"database: " in ready[2] and b"no free connection" in ready[2], ready[2]
     assert first_answer[0] == 503, first_answer[2]  # the statement timeout ended its wait
     assert upstream.hits["/simple/second/"] == 0
     # Once the lock is gone, everything works again.
     assert (await get(http, f"{base}/first/"))[0] == 200
-    assert (await get(http, f"{cache.url}/-/health"))[0] == 200
+    await eventually(lambda: is_ready(http, cache.url), "ready again")
 
 
 async def test_a_slow_upstream_leaves_the_pool_to_everyone_else(
@@ -329,12 +340,12 @@ async def test_a_slow_upstream_leaves_the_pool_to_everyone_else(
             return all(upstream.hits[f"/simple/{name}/"] == 1 for name in slow)
 
         await eventually(all_upstream, "every slow page is being asked")
-        health = await get(http, f"{cache.url}/-/health")
+        ready = await get(http, f"{cache.url}/-/ready")
         quick = await get(http, f"{base}/quick/")
     finally:
         gate.set()
         answers = await asyncio.gather(*waiting)
 
-    assert health[0] == 200
+    assert ready[0] == 200, ready[2]
     assert quick[0] == 200, quick[2]
     assert [status for status, _, _ in answers] == [200] * len(slow)
