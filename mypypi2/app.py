@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TypedDict
 
 from starlette.applications import Starlette
@@ -32,6 +33,7 @@ from mypypi2.files import Files
 from mypypi2.observe import Observer
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
+from mypypi2.readiness import Readiness
 from mypypi2.relay import advertised
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
@@ -57,6 +59,7 @@ class State(TypedDict):
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
     traffic: Traffic  # this worker's traffic tallies, flushed now and then (a Sink)
     status: StatusReport  # /-/status
+    readiness: Readiness  # what /-/ready answers
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -89,8 +92,11 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp:
-    """The app for one worker; `dsn` is the already migrated database it serves from."""
+def create_app(
+    config: Config, dsn: str, *, clock: Clock = time.time, shutdown_flag: Path | None = None
+) -> ASGIApp:
+    """The app for one worker; `dsn` is the already migrated database it serves from, and
+    `shutdown_flag` the file whose existence says `serve` is stopping (then not ready)."""
 
     # Every request is seen by this worker's sinks (added as the worker starts).
     observer = Observer()
@@ -98,7 +104,7 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, stack, observer)
+            yield await _start_worker(config, dsn, clock, shutdown_flag, stack, observer)
 
     routed = Starlette(
         routes=[
@@ -117,7 +123,12 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
 
 
 async def _start_worker(
-    config: Config, dsn: str, clock: Clock, stack: AsyncExitStack, observer: Observer
+    config: Config,
+    dsn: str,
+    clock: Clock,
+    shutdown_flag: Path | None,
+    stack: AsyncExitStack,
+    observer: Observer,
 ) -> State:
     """One worker's services. `stack` closes them in the reverse order: downloads in flight
     finish and last uses are flushed before the upstream sessions and the pool close; the
@@ -183,6 +194,7 @@ async def _start_worker(
         "sweeper": sweeper,
         "traffic": traffic,
         "status": StatusReport(database, config, clock=clock),
+        "readiness": Readiness(database, storage, shutdown_flag=shutdown_flag),
     }
 
 

@@ -235,6 +235,24 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rena
             "caps it at net.core.somaxconn).",
         ),
     ] = 4096
+    drain_time: Annotated[
+        Seconds,
+        Meta(
+            ge=0,
+            description="On SIGTERM, how long every worker goes on serving while /-/ready "
+            "answers 503, before the server stops taking connections: the time load balancers "
+            "get to notice and send clients elsewhere. SIGINT (Ctrl-C) skips it.",
+        ),
+    ] = 5.0
+    stop_timeout: Annotated[
+        Seconds,
+        Meta(
+            gt=0,
+            description="Once the server stops taking connections, how long requests and "
+            "downloads in flight get to finish before the workers are killed. drain-time "
+            "plus this should fit the orchestrator's grace period (Kubernetes: 30 s).",
+        ),
+    ] = 20.0
 
     def __post_init__(self) -> None:
         if self.base_url:

@@ -50,7 +50,7 @@ class RunningCache:
         self.config = config
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app: ASGIApp = create_app(config, dsn, **({"clock": clock} if clock else {}))
+        app = create_app(config, dsn) if clock is None else create_app(config, dsn, clock=clock)
         # `wrap` puts test middleware (a recorder, a spy) around the app.
         self._app = wrap(app) if wrap is not None else app
         self._shutdown = asyncio.Event()
