@@ -20,6 +20,7 @@ from mypypi2.config.handoff import HANDOFF_VARIABLE, decode_handoff, encode_hand
 from mypypi2.config.loading import data_dir, default_upstream, find_config_file, load
 from mypypi2.config.options import (
     SERVERS,
+    ClusterConfig,
     Config,
     DatabaseConfig,
     RepositoryConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "HANDOFF_VARIABLE",
     "REDACTED",
     "SERVERS",
+    "ClusterConfig",
     "Config",
     "DatabaseConfig",
     "FileHost",
