@@ -218,7 +218,7 @@ def _top_projects(repository: RepositoryStatus, key: str) -> str:
 
 def _storage(storage: Storage, key: str) -> str:
     used = (
-        f"{_number(storage.files, f'{key}.files')} files, "
+        f"{_number(storage.files, f'{key}.files')} file{'' if storage.files == 1 else 's'}, "
         f'<span data-key="{key}.bytes" data-value="{storage.bytes}">'
         f"{human_bytes(storage.bytes)}</span>"
     )
