@@ -34,9 +34,12 @@ from mypypi2.relay import advertised
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.routes import relay as relay_routes
+from mypypi2.routes import status as status_routes
 from mypypi2.routes.warm import WarmPath
+from mypypi2.status import StatusReport
 from mypypi2.storage.configured import open_storage
 from mypypi2.sweep import Sweeper, grace_seconds, policy
+from mypypi2.traffic import Traffic
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.usage import LastUse
 
@@ -49,6 +52,8 @@ class State(TypedDict):
     listener: KeptConnection  # the connection that hears purges
     usage: LastUse  # this worker's last uses of stored files, flushed now and then
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
+    traffic: Traffic  # this worker's traffic tallies, flushed now and then (a Sink)
+    status: StatusReport  # /-/status
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -90,7 +95,13 @@ def create_app(config: Config, dsn: str, *, clock: Clock = time.time) -> ASGIApp
             yield await _start_worker(config, dsn, clock, stack)
 
     routed = Starlette(
-        routes=[*health.routes, *relay_routes.routes, *simple.routes, *files_routes.routes],
+        routes=[
+            *health.routes,
+            *status_routes.routes,
+            *relay_routes.routes,
+            *simple.routes,
+            *files_routes.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
@@ -118,6 +129,9 @@ async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExit
     )
     stack.push_async_callback(pages.close)
     storage = await open_storage(config, stack)
+    traffic = Traffic(database, [r.name for r in config.repositories], clock=clock)
+    traffic.start()
+    stack.push_async_callback(traffic.close)
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)
@@ -151,6 +165,8 @@ async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExit
         "listener": listener,
         "usage": usage,
         "sweeper": sweeper,
+        "traffic": traffic,
+        "status": StatusReport(database, config, clock=clock),
     }
 
 
