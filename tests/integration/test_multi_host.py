@@ -40,9 +40,10 @@ from mypypi2 import relay
 from mypypi2.config import ClusterConfig, Config, StorageConfig
 from mypypi2.db import migrate
 from tests.local_upstream import Fault, LocalUpstream, UpstreamProject
-from tests.support import netns
+from tests.support import downloads, netns
 from tests.support.cache import RunningCache, free_port, repository
 from tests.support.database import admin, with_database
+from tests.support.downloads import Received
 from tests.support.files import (
     SDIST,
     Store,
@@ -261,9 +262,9 @@ REPLICAS = 3
 CLIENTS = 60
 BIG = 20 * 1024 * 1024
 CHUNK = 256 * 1024
-# The upstream is slow so that delays are measurable: headers at once, then silence, then
-# about 5 MB/s.
-HEAD_DELAY = 1.0
+# The upstream is slow so that delays are measurable: headers at once, then silence (every
+# client has asked by then), then about 5 MB/s.
+HEAD_DELAY = 2.0
 CHUNK_DELAY = 0.05
 # The issue's bound: every client's first byte within a second of the upstream's.
 FIRST_BYTE_BOUND = 1.0
@@ -323,7 +324,8 @@ class SlowUpstream:
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         response.content_length = len(content)
         await response.prepare(request)
-        await asyncio.sleep(HEAD_DELAY)
+        if name != WARM_UP:
+            await asyncio.sleep(HEAD_DELAY)
         try:
             for offset in range(0, len(content), CHUNK):
                 if offset == 0:
@@ -335,30 +337,6 @@ class SlowUpstream:
         except ConnectionError:  # the leader was killed
             pass
         return response
-
-
-@dataclass
-class Received:
-    """One client's download through the balancer."""
-
-    status: int
-    first_byte: float | None  # monotonic
-    size: int
-    sha256: str
-    error: BaseException | None
-
-
-async def download(http: aiohttp.ClientSession, url: str) -> Received:
-    digest, size, first, error = hashlib.sha256(), 0, None, None
-    async with http.get(url) as response:
-        try:
-            async for chunk in response.content.iter_any():
-                first = first or time.monotonic()
-                digest.update(chunk)
-                size += len(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            error = exc
-        return Received(response.status, first, size, digest.hexdigest(), error)
 
 
 @pytest.fixture(scope="module")
@@ -500,12 +478,17 @@ SELECT d.relay_url FROM file_downloads d JOIN files f ON f.id = d.file_id WHERE 
 """
 COLD = "demo-1.0.tar.gz"
 KILLED = "demo-2.0.tar.gz"
+WARM_UP = "demo-0.1.tar.gz"  # small and sent at once
 
 
 @functools.cache
 def big_files() -> dict[str, bytes]:
     """Made when a test needs them, not whenever the module is collected."""
-    return {COLD: content(BIG, seed=11), KILLED: content(BIG, seed=12)}
+    return {
+        COLD: content(BIG, seed=11),
+        KILLED: content(BIG, seed=12),
+        WARM_UP: content(CHUNK, seed=13),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -555,7 +538,7 @@ async def cluster(
                 )
             )
         )
-        yield Cluster(
+        cluster = Cluster(
             replicas,
             network.addresses,
             (balancer / "url").read_text(),
@@ -564,6 +547,8 @@ async def cluster(
             upstream,
             balancer / "access.log",
         )
+        await _warm_up(cluster)
+        yield cluster
     finally:
         # Killed: how they stop is not what these tests are about, and it is quick.
         for replica in replicas:
@@ -637,11 +622,9 @@ async def _start_replica(
 
 
 async def many_downloads(cluster: Cluster, filename: str) -> list[Received]:
-    url = f"{cluster.url}/pypi/files/demo/{filename}"
-    connector = aiohttp.TCPConnector(limit=CLIENTS)
-    timeout = aiohttp.ClientTimeout(total=CLIENT_SECONDS)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        return list(await asyncio.gather(*(download(http, url) for _ in range(CLIENTS))))
+    return await downloads.many(
+        f"{cluster.url}/pypi/files/demo/{filename}", CLIENTS, CLIENT_SECONDS
+    )
 
 
 def assert_all_correct(received: list[Received], filename: str) -> None:
@@ -654,6 +637,16 @@ def assert_first_bytes_prompt(received: list[Received], upstream_first_byte: flo
     assert len(first_bytes) == CLIENTS
     slowest = max(first_bytes) - upstream_first_byte
     assert slowest <= FIRST_BYTE_BOUND, f"slowest first byte {slowest:.3f} s after the upstream's"
+
+
+async def _warm_up(cluster: Cluster) -> None:
+    """Replicas that have served a file, led and followed, as in any deployment that has
+    been up for a moment: what a first download of all costs a process (connections,
+    sessions, code paths run once) is no part of the first bytes measured."""
+    await warm_page(cluster)
+    small = await downloads.many(f"{cluster.url}/pypi/files/demo/{WARM_UP}", REPLICAS, 30)
+    expected = hashlib.sha256(big_files()[WARM_UP]).hexdigest()
+    assert [(r.status, r.sha256) for r in small] == [(200, expected)] * REPLICAS
 
 
 async def warm_page(cluster: Cluster) -> None:
