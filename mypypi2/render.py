@@ -13,6 +13,7 @@ optional keys).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from html import escape
 from urllib.parse import quote
 
@@ -34,6 +35,10 @@ _BASELINE = "1.0"
 _LIST_API_VERSION = _LATEST
 
 _ALLOWED = frozenset(ALLOWED_HASHES)
+# A project list whose names, one a line, contain nothing else renders without escaping.
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9._\n-]")
+# PEP 503 normalization of such names: `_` and `.` become `-`, then runs of `-` one.
+_SEPARATORS_TO_DASH = str.maketrans("_.", "--")
 # One hash goes in an HTML fragment or a metadata attribute (PEP 503 / PEP 658): sha256 as
 # everybody expects, else the strongest available. Never sha1: uv rejects it.
 _FRAGMENT_PREFERENCE = ("sha256", "sha512", "sha384", "blake2b", "md5")
@@ -146,10 +151,25 @@ def index_html(projects: ProjectList, projects_prefix: str) -> bytes:
         "    <title>Simple index</title>\n  </head>\n  <body>\n",
     ]
     prefix = escape(projects_prefix)
-    for display in projects.names:
-        # PEP 503: the href is the normalized name, the text the name as displayed.
-        href = _name_segment(normalize(display))
-        parts.append(f'<a href="{prefix}{escape(href)}/">{escape(display)}</a><br />\n')
+    names = projects.names
+    # PEP 503: the href is the normalized name, the text the name as displayed.
+    plain = "\n".join(names)
+    # One line per name: no name holds a line break of its own.
+    if plain.count("\n") == len(names) - 1 and not _NOT_PLAIN.search(plain):
+        # Every name is in PEP 508's alphabet (the whole public index, in practice): nothing
+        # to escape or quote, and all of them normalize in two passes over one string
+        # instead of a call per name (700,000 names: a tenth of the time).
+        hrefs = plain.lower().translate(_SEPARATORS_TO_DASH)
+        while "--" in hrefs:
+            hrefs = hrefs.replace("--", "-")
+        parts += [
+            f'<a href="{prefix}{href}/">{display}</a><br />\n'
+            for href, display in zip(hrefs.split("\n"), names, strict=True)
+        ]
+    else:
+        for display in names:
+            href = _name_segment(normalize(display))
+            parts.append(f'<a href="{prefix}{escape(href)}/">{escape(display)}</a><br />\n')
     parts.append("  </body>\n</html>\n")
     return "".join(parts).encode()
 
@@ -161,6 +181,19 @@ def index_json(projects: ProjectList, projects_prefix: str) -> bytes:
         projects=[_ProjectName(name) for name in projects.names],
     )
     return _encoder.encode(document)
+
+
+def index_size(projects: ProjectList, projects_prefix: str) -> int:
+    """About the size of `index_html` (the larger rendering), without rendering it."""
+    names = projects.names
+    return 2 * sum(map(len, names)) + len(names) * (len(projects_prefix) + 22)
+
+
+def project_size(page: ProjectPage, files_prefix: str) -> int:
+    """About the size of the larger rendering of `page` (JSON, with every key), without
+    rendering it: the filename twice, the prefix, a sha256 and the keys around them."""
+    per_file = len(files_prefix) + 400
+    return sum(2 * len(file.filename) + per_file for file in page.files)
 
 
 def _meta(version: str, last_serial: int | None) -> _Meta:
