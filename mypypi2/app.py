@@ -23,6 +23,7 @@ from mypypi2.errors import (
     NotStored,
     ProjectNotFound,
     RepositoryNotFound,
+    StoredObjectMissing,
     UpstreamError,
     UpstreamNotFound,
     UpstreamTimeout,
@@ -33,6 +34,7 @@ from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
 from mypypi2.routes.warm import WarmPath
+from mypypi2.shared_renderings import SharedRenderings
 from mypypi2.storage.configured import open_storage
 from mypypi2.sweep import Sweeper, grace_seconds, policy
 from mypypi2.upstream.client import UpstreamClient
@@ -61,6 +63,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UpstreamTimeout, 504),
     (UpstreamError, 502),
     (DatabaseUnavailable, 503),
+    (StoredObjectMissing, 503),  # a large page's rendering: made again on the next request
 )
 # Error bodies echo what the client sent (a name, an Accept header): plain text, never
 # sniffed into HTML by a browser.
@@ -105,17 +108,19 @@ async def _start_worker(config: Config, dsn: str, clock: Clock, stack: AsyncExit
     for repository in config.repositories:
         clients[repository.name] = client = UpstreamClient.open(repository)
         stack.push_async_callback(client.close)
+    storage = await open_storage(config, stack)
     pages = Pages(
         database,
         {r.name: r for r in config.repositories},
         clients,
         base_url=config.server.base_url,
         cache_entries=config.server.cache_entries,
+        memory=config.server.page_memory,
+        shared=SharedRenderings(storage, above=config.server.store_pages_above),
         offline=config.offline,
         clock=clock,
     )
     stack.push_async_callback(pages.close)
-    storage = await open_storage(config, stack)
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)
