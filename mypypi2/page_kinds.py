@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
 from mypypi2 import freshness, render, shared_renderings
@@ -95,6 +95,11 @@ class Kind(ABC, Generic[M]):
     def estimated_size(self, model: M) -> int:
         """About the size of the larger rendering of `model` (it decides where it is kept)."""
 
+    def chunks(self, model: M) -> Callable[[str], Iterable[bytes]]:
+        """The renderer of `model` for the store: pieces, joined the same bytes."""
+        render = self.renderer(model)
+        return lambda media_type: (render(media_type),)
+
     async def snapshot(
         self,
         db: Executor,
@@ -143,13 +148,12 @@ class Kind(ABC, Generic[M]):
                 return
         model = await self.load(db)
         assert model is not None
-        render = self.renderer(model)
         if shared is None or content_hash is None or shared.above > self.estimated_size(model):
-            snapshot._render = render
+            snapshot._render = self.renderer(model)
             return
-        del model  # only `render` keeps it, and only until the renderings are made
         folder = shared_renderings.folder(*self.key, content_hash, self.prefix)
-        made = await shared.make(folder, MEDIA_TYPES, render)
+        made = await shared.make(folder, MEDIA_TYPES, self.chunks(model))
+        del model
         now = dt.datetime.now(dt.UTC)
         await page_renderings.save(db, *self.key, content_hash, self.prefix, made, now)
         superseded = await page_renderings.delete_superseded(
@@ -277,6 +281,14 @@ class ProjectListKind(Kind[ProjectList]):
 
     def estimated_size(self, model: ProjectList) -> int:
         return render.index_size(model, self.prefix)
+
+    def chunks(self, model: ProjectList) -> Callable[[str], Iterable[bytes]]:
+        def render_as(media_type: str) -> Iterable[bytes]:
+            if media_type == JSON_V1:
+                return render.index_json_chunks(model, self.prefix)
+            return render.index_html_chunks(model, self.prefix)
+
+        return render_as
 
 
 def _shown_url(repository: RepositoryConfig, path: str) -> str:

@@ -22,17 +22,25 @@ import ctypes
 import ctypes.util
 import hashlib
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Protocol
+
+import zstandard
 
 from mypypi2.negotiate import CODINGS
 from mypypi2.queries.page_renderings import Rendering
-from mypypi2.snapshot import StoredBody, compress, representation_etag
+from mypypi2.snapshot import StoredBody
 from mypypi2.storage import Storage
 
 KEY_ROOT = ".pages"
 # A form's object is named by its media type's index and its coding.
 _SUFFIXES = {"gzip": ".gz", "zstd": ".zst"}
+_FORMS = ("", *CODINGS)  # "": the identity
+# A form written to the store's spool: its coding ("" for the identity), file and size.
+_Spooled = tuple[str, Path, int]
 
 
 class SharedRenderings:
@@ -44,15 +52,15 @@ class SharedRenderings:
         self,
         folder: str,
         media_types: Iterable[tuple[str, ...]],
-        render: Callable[[str], bytes],
+        render: Callable[[str], Iterable[bytes]],
     ) -> list[Rendering]:
         """Render each group of media types with `render` (a group shares one body: HTML
-        as text/html and as PEP 691 HTML), compress it in every coding, and store each
-        form under `folder` (a name of the page's content). One body is held at a time,
-        in a thread; each media type keeps its own ETag, as a held rendering has."""
+        as text/html and as PEP 691 HTML) and store it, in every coding, under `folder` (a
+        name of the page's content); each media type keeps its own ETag, as a held
+        rendering has. In a thread, piece by piece: the body is never whole in memory."""
         made: list[Rendering] = []
         for index, group in enumerate(media_types):
-            etags, forms = await asyncio.to_thread(self._write_forms, group, render)
+            etags, forms = await asyncio.to_thread(self._write_forms, group, render(group[0]))
             for encoding, spool, size in forms:
                 key = f"{KEY_ROOT}/{folder}/{index}{_SUFFIXES.get(encoding, '')}"
                 await self._storage.commit(key, spool, size)
@@ -61,17 +69,25 @@ class SharedRenderings:
         return made
 
     def _write_forms(
-        self, group: tuple[str, ...], render: Callable[[str], bytes]
+        self, group: tuple[str, ...], pieces: Iterable[bytes]
     ) -> tuple[dict[str, str], list[tuple[str, Path, int]]]:
         """Each media type's ETag, and each form (coding, spool file, size) as spooled."""
-        body = render(group[0])
-        written: list[tuple[str, Path, int]] = []
-        for encoding in ("", *CODINGS):
-            data = compress(encoding, body) if encoding else body
-            spool = self._storage.spool_dir / f"rendering-{uuid.uuid4().hex}"
-            spool.write_bytes(data)
-            written.append((encoding, spool, len(data)))
-        return {m: representation_etag(m, body) for m in group}, written
+        digests = {m: hashlib.blake2b(m.encode(), digest_size=16) for m in group}
+        spools = {e: self._storage.spool_dir / f"rendering-{uuid.uuid4().hex}" for e in _FORMS}
+        with ExitStack() as files:
+            outs = {e: files.enter_context(open(path, "wb")) for e, path in spools.items()}
+            coders = {e: _compressor(e) for e in CODINGS}
+            for piece in pieces:
+                for digest in digests.values():
+                    digest.update(piece)
+                outs[""].write(piece)
+                for encoding, coder in coders.items():
+                    outs[encoding].write(coder.compress(piece))
+            for encoding, coder in coders.items():
+                outs[encoding].write(coder.flush())
+            sizes = {e: out.tell() for e, out in outs.items()}
+        etags = {m: f'"{digest.hexdigest()}"' for m, digest in digests.items()}
+        return etags, [(e, spools[e], sizes[e]) for e in _FORMS]
 
     def body(self, page: tuple[str, str], rendering: Rendering) -> StoredBody:
         path = self._storage.local_path(rendering.storage_key)
@@ -86,6 +102,19 @@ class SharedRenderings:
     async def delete(self, keys: list[str]) -> None:
         if keys:
             await self._storage.delete_many(keys)
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+def _compressor(encoding: str) -> _Compressor:
+    if encoding == "gzip":
+        # The stream gzip.compress(body, 6, mtime=0) makes in one call, whatever the pieces.
+        return zlib.compressobj(6, zlib.DEFLATED, 31)
+    # Level 3: level 10 (small held pages) takes a second per 50 MB, for a few % less.
+    return zstandard.ZstdCompressor(level=3).compressobj()
 
 
 def folder(repository: str, name: str, content_hash: bytes, prefix: str) -> str:
