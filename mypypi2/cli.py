@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -14,7 +16,7 @@ import msgspec
 import psycopg
 
 from mypypi2 import config as config_module
-from mypypi2 import db, embedded, servers, sweep
+from mypypi2 import db, embedded, logs, servers, sweep
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config, format_duration
@@ -99,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    servers.configure_logging()
+    logs.configure("text")  # until the configuration says otherwise
     try:
         config = _load_config(args.config)
+        logs.configure(config.logging.format)
         if args.command == "config":
             sys.stdout.write(config_module.to_toml(config, redact=not args.show_secrets))
             return 0
@@ -182,7 +185,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     _migrate(dsn)
     _check_storage(config)
     workers = server.workers or os.cpu_count() or 1
-    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn)
+    # The workers' readiness looks for this file: `serve` creates it when told to stop.
+    shutdown_dir = Path(tempfile.mkdtemp(prefix="mypypi2-serve-"))
+    shutdown_flag = shutdown_dir / "stopping"
+    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     for repository in config.repositories:
         print(
             f"mypypi2: repository {repository.name!r} caches {repository.upstream}\n"
@@ -190,10 +196,13 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             f"{server.base_url.rstrip('/')}/{repository.name}/simple/ ...",
             flush=True,
         )
-    if server.server == "hypercorn":
-        return servers.run_hypercorn(server, workers)
-    servers.run_granian(server, workers)
-    return 0
+    try:
+        if server.server == "hypercorn":
+            return servers.run_hypercorn(server, workers, shutdown_flag)
+        servers.run_granian(server, workers, shutdown_flag, config.logging.format)
+        return 0
+    finally:
+        shutil.rmtree(shutdown_dir, ignore_errors=True)
 
 
 def _purge(config: Config, args: argparse.Namespace) -> int:

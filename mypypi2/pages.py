@@ -121,9 +121,6 @@ class Pages:
             snapshot = await self._serve(kind, revalidate)
         return snapshot
 
-    async def ping_database(self) -> None:
-        await self._db.ping()
-
     def has_repository(self, name: str) -> bool:
         """Whether `name` is a configured repository (routes check it before redirecting)."""
         return name in self._repositories
