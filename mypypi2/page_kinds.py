@@ -33,7 +33,7 @@ NOT_FOUND_DELETED_AT_ONCE = 100
 MEDIA_TYPES = ((JSON_V1,), (HTML_V1, TEXT_HTML))
 # Renderings of a page's older content are deleted this long after a newer one is made: a
 # worker serves an older revision only until it reads the page's state again (its TTL), or
-# through a database outage, within the stale-if-error window.
+# through a database outage.
 RENDERINGS_KEPT_SECONDS = 86400.0
 
 

@@ -70,8 +70,8 @@ class SharedRenderings:
 
     def _write_forms(
         self, group: tuple[str, ...], pieces: Iterable[bytes]
-    ) -> tuple[dict[str, str], list[tuple[str, Path, int]]]:
-        """Each media type's ETag, and each form (coding, spool file, size) as spooled."""
+    ) -> tuple[dict[str, str], list[_Spooled]]:
+        """Each media type's ETag, and each form as spooled."""
         digests = {m: hashlib.blake2b(m.encode(), digest_size=16) for m in group}
         spools = {e: self._storage.spool_dir / f"rendering-{uuid.uuid4().hex}" for e in _FORMS}
         with ExitStack() as files:

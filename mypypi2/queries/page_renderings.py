@@ -26,12 +26,24 @@ FROM json_to_recordset($6::json) AS r (
 ON CONFLICT DO NOTHING
 """
 
-# Renderings of the page's other contents made before `$4`: a worker serves an older
-# revision only until it reads the page's state again, well within that time.
+# Renderings of the page's other contents superseded (a newer content's made) before $4: a
+# worker serves an older revision only until it reads the page's state again, well within
+# that time. Every row of one content shares its made_at (one INSERT).
 DELETE_SUPERSEDED = """
-DELETE FROM page_renderings
-WHERE repository = $1 AND name = $2 AND content_hash <> $3 AND made_at < $4
-RETURNING storage_key
+DELETE FROM page_renderings AS r
+USING (
+    SELECT content_hash, prefix,
+           lead(made_at) OVER (PARTITION BY prefix ORDER BY made_at) AS superseded_at
+    FROM (
+        SELECT DISTINCT content_hash, prefix, made_at
+        FROM page_renderings
+        WHERE repository = $1 AND name = $2
+    ) AS contents
+) AS old
+WHERE r.repository = $1 AND r.name = $2 AND r.content_hash <> $3
+  AND (r.content_hash, r.prefix) = (old.content_hash, old.prefix)
+  AND old.superseded_at < $4
+RETURNING r.storage_key
 """
 
 # The store lost one of a content's objects: the next worker to need the page renders all
@@ -79,10 +91,10 @@ async def save(
 
 
 async def delete_superseded(
-    db: Executor, repository: str, name: str, content_hash: bytes, made_before: dt.datetime
+    db: Executor, repository: str, name: str, content_hash: bytes, superseded_before: dt.datetime
 ) -> list[str]:
     """Forget the renderings of the page's older contents; their storage keys."""
-    rows = await db.fetch(DELETE_SUPERSEDED, repository, name, content_hash, made_before)
+    rows = await db.fetch(DELETE_SUPERSEDED, repository, name, content_hash, superseded_before)
     return [row["storage_key"] for row in rows]
 
 

@@ -10,6 +10,7 @@ A second worker serves the list without rendering; a rendering the store lost is
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 from pathlib import Path
@@ -18,6 +19,8 @@ import asyncpg
 import zstandard
 
 from mypypi2.config import StorageConfig
+from mypypi2.queries import page_renderings
+from mypypi2.queries.page_renderings import Rendering
 from tests.integration.test_answer_paths import ROUTED, Answer, header, request
 from tests.local_upstream import LocalUpstream, UpstreamProject
 from tests.support.apps import PathsendAsBody
@@ -177,3 +180,28 @@ async def test_a_rendering_lost_by_the_store_is_made_again(
     assert (lost[0], header(lost, b"retry-after")) == (503, b"1")
     assert again == answer
     assert upstream.hits["/simple/"] == 1  # made from the stored rows, not fetched again
+
+
+async def test_renderings_of_older_contents_go_a_while_after_they_are_superseded(
+    database: str,
+) -> None:
+    def rows(content: bytes) -> list[Rendering]:
+        return [Rendering("text/html", "", f".pages/pypi/_list/{content.hex()}/1", 10, '"e"')]
+
+    day = dt.timedelta(days=1)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    db = await asyncpg.connect(database)
+    try:
+        for content, made in ((b"a", t0), (b"b", t0 + day), (b"c", t0 + 2 * day)):
+            await page_renderings.save(db, "pypi", "", content, "/p/", rows(content), made)
+
+        # "a" was superseded a day after it was made, "b" a day later still.
+        kept = await page_renderings.delete_superseded(db, "pypi", "", b"c", t0 + day)
+        gone = await page_renderings.delete_superseded(db, "pypi", "", b"c", t0 + 1.5 * day)
+
+        assert kept == []
+        assert gone == [rows(b"a")[0].storage_key]
+        left = await db.fetch("SELECT content_hash FROM page_renderings ORDER BY made_at")
+        assert [row["content_hash"] for row in left] == [b"b", b"c"]
+    finally:
+        await db.close()
