@@ -104,9 +104,12 @@ class StatusReport:
         hour_start = (int(now // 60) - HOUR_BUCKETS + 1) * 60
         day_start = (int(now // 3600) - DAY_BUCKETS + 1) * 3600
         since = _utc(day_start)
-        async with self._database.transaction() as connection:
-            # One snapshot for all the reads (REPEATABLE READ would be stricter; the tables
-            # only grow between flushes, so reading them in one transaction is enough).
+        # One snapshot for all the reads: a flush landing between two of them must not make
+        # the traffic and the top projects disagree.
+        async with (
+            self._database.connection() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
             minutes = await traffic.minutes_since(connection, since)
             top = await traffic.top_projects(connection, since, TOP_PROJECTS)
             failures = await traffic.last_failures(connection, FAILURES_KEPT)
