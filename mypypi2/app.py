@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
+from mypypi2.access_log import AccessLog
 from mypypi2.clock import Clock
 from mypypi2.config import Config
 from mypypi2.db import Database, KeptConnection
@@ -29,14 +30,21 @@ from mypypi2.errors import (
     UpstreamTimeout,
 )
 from mypypi2.files import Files
+from mypypi2.observe import Observer
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.readiness import Readiness
+from mypypi2.relay import advertised
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, simple
+from mypypi2.routes import relay as relay_routes
+from mypypi2.routes import status as status_routes
+from mypypi2.routes.observed import Observed
 from mypypi2.routes.warm import WarmPath
+from mypypi2.status import StatusReport
 from mypypi2.storage.configured import open_storage
 from mypypi2.sweep import Sweeper, grace_seconds, policy
+from mypypi2.traffic import Traffic
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.usage import LastUse
 
@@ -49,6 +57,8 @@ class State(TypedDict):
     listener: KeptConnection  # the connection that hears purges
     usage: LastUse  # this worker's last uses of stored files, flushed now and then
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
+    traffic: Traffic  # this worker's traffic tallies, flushed now and then (a Sink)
+    status: StatusReport  # /-/status
     readiness: Readiness  # what /-/ready answers
 
 
@@ -88,25 +98,46 @@ def create_app(
     """The app for one worker; `dsn` is the already migrated database it serves from, and
     `shutdown_flag` the file whose existence says `serve` is stopping (then not ready)."""
 
+    # Every request is seen by this worker's sinks (added as the worker starts).
+    observer = Observer()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, shutdown_flag, stack)
+            yield await _start_worker(config, dsn, clock, shutdown_flag, stack, observer)
 
     routed = Starlette(
-        routes=[*health.routes, *simple.routes, *files_routes.routes],
+        routes=[
+            *health.routes,
+            *status_routes.routes,
+            *relay_routes.routes,
+            *simple.routes,
+            *files_routes.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
-    # Requests answerable from this worker's memory skip the framework (see routes/warm.py).
-    return WarmPath(routed)
+    # Requests answerable from this worker's memory skip the framework (see routes/warm.py),
+    # never the observation.
+    return Observed(WarmPath(routed), observer, [r.name for r in config.repositories])
 
 
 async def _start_worker(
-    config: Config, dsn: str, clock: Clock, shutdown_flag: Path | None, stack: AsyncExitStack
+    config: Config,
+    dsn: str,
+    clock: Clock,
+    shutdown_flag: Path | None,
+    stack: AsyncExitStack,
+    observer: Observer,
 ) -> State:
     """One worker's services. `stack` closes them in the reverse order: downloads in flight
-    finish and last uses are flushed before the upstream sessions and the pool close."""
+    finish and last uses are flushed before the upstream sessions and the pool close; the
+    sinks (`observer.add`) see every request until the end, and write last."""
+    if config.logging.access_log:
+        access_log = AccessLog(config.logging.format)
+        access_log.start()
+        stack.push_async_callback(access_log.close)
+        observer.add(access_log)
     database = await Database.open(dsn, config.database)
     stack.push_async_callback(database.close)
     clients = {}
@@ -124,10 +155,24 @@ async def _start_worker(
     )
     stack.push_async_callback(pages.close)
     storage = await open_storage(config, stack)
+    traffic = Traffic(database, [r.name for r in config.repositories], clock=clock)
+    traffic.start()
+    stack.push_async_callback(traffic.close)
+    observer.add(traffic)
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)
-    files = Files(database, storage, pages, clients, usage, offline=config.offline, clock=clock)
+    files = Files(
+        database,
+        storage,
+        pages,
+        clients,
+        usage,
+        offline=config.offline,
+        cluster_secret=config.cluster.secret,
+        advertise_url=advertised(config.cluster, config.server),
+        clock=clock,
+    )
     stack.push_async_callback(files.close)
     listener = await _listen_for_purges(config, dsn, pages, files)
     stack.push_async_callback(listener.close)
@@ -147,6 +192,8 @@ async def _start_worker(
         "listener": listener,
         "usage": usage,
         "sweeper": sweeper,
+        "traffic": traffic,
+        "status": StatusReport(database, config, clock=clock),
         "readiness": Readiness(database, storage, shutdown_flag=shutdown_flag),
     }
 

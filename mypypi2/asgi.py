@@ -14,11 +14,11 @@ from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
 from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
-from mypypi2.servers import configure_logging
+from mypypi2.logs import configure
 
 
 def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
-    configure_logging()
+    configure(handoff.config.logging.format)
     flag = Path(handoff.shutdown_flag) if handoff.shutdown_flag else None
     return create_app(handoff.config, handoff.dsn, shutdown_flag=flag)

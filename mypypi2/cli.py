@@ -16,7 +16,7 @@ import msgspec
 import psycopg
 
 from mypypi2 import config as config_module
-from mypypi2 import db, embedded, servers, sweep
+from mypypi2 import db, embedded, logs, servers, sweep
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
 from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config, format_duration
@@ -101,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    servers.configure_logging()
+    logs.configure("text")  # until the configuration says otherwise
     try:
         config = _load_config(args.config)
+        logs.configure(config.logging.format)
         if args.command == "config":
             sys.stdout.write(config_module.to_toml(config, redact=not args.show_secrets))
             return 0
@@ -184,10 +185,6 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     _migrate(dsn)
     _check_storage(config)
     workers = server.workers or os.cpu_count() or 1
-    # The workers' readiness looks for this file: `serve` creates it when told to stop.
-    shutdown_dir = Path(tempfile.mkdtemp(prefix="mypypi2-serve-"))
-    shutdown_flag = shutdown_dir / "stopping"
-    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     for repository in config.repositories:
         print(
             f"mypypi2: repository {repository.name!r} caches {repository.upstream}\n"
@@ -195,10 +192,14 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             f"{server.base_url.rstrip('/')}/{repository.name}/simple/ ...",
             flush=True,
         )
+    # The workers' readiness looks for this file: `serve` creates it when told to stop.
+    shutdown_dir = Path(tempfile.mkdtemp(prefix="mypypi2-serve-"))
+    shutdown_flag = shutdown_dir / "stopping"
+    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     try:
         if server.server == "hypercorn":
             return servers.run_hypercorn(server, workers, shutdown_flag)
-        servers.run_granian(server, workers, shutdown_flag)
+        servers.run_granian(server, workers, config.logging.format, shutdown_flag)
         return 0
     finally:
         shutil.rmtree(shutdown_dir, ignore_errors=True)

@@ -38,7 +38,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from mypypi2.config import ServerConfig
+from mypypi2 import logs
+from mypypi2.config import LogFormat, ServerConfig
 from mypypi2.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,6 @@ CRASH_LOOP_SECONDS = 5.0
 # hypercorn's own graceful timeout, before they are terminated.
 _STOP_GRACE = 10.0
 _NR_OPEN_DEFAULT = 1 << 20
-
-
-def configure_logging() -> None:
-    """One format for `mypypi2` and its workers: their lines share one stream."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 def check_port(host: str, port: int) -> None:
@@ -125,7 +121,9 @@ class Shutdown:
             self._stop()
 
 
-def run_granian(server: ServerConfig, workers: int, shutdown_flag: Path) -> None:
+def run_granian(
+    server: ServerConfig, workers: int, log_format: LogFormat, shutdown_flag: Path
+) -> None:
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
     from granian.server import MPServer  # what `granian.Granian` is on a GIL build
@@ -151,6 +149,9 @@ def run_granian(server: ServerConfig, workers: int, shutdown_flag: Path) -> None
         backpressure=connections_per_worker(server, raise_open_file_limit()),
         http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout * 1000)),
         respawn_failed_workers=True,
+        # Its lines in our format; the access log is ours (one line per request, with ids).
+        log_dictconfig=logs.dict_config(log_format),
+        log_access=False,
         # Workers finish their connections when stopped (responses in flight included);
         # those still at it after stop-timeout are killed.
         workers_kill_timeout=math.ceil(server.stop_timeout),

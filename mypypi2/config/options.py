@@ -402,6 +402,68 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
             raise ValueError("set both access-key-id and secret-access-key, or neither")
 
 
+class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Replicas on several hosts: a file still downloading on one replica streams to the
+    clients of the others over an internal, authenticated relay (GET /-/relay/...)."""
+
+    secret: Annotated[
+        str | None,
+        Meta(
+            description="A shared secret, the same on every replica, that authenticates relay "
+            "requests between them. Default: none, and then no replica relays: a client of "
+            "another host waits, receiving nothing, until the file is stored. Better kept out "
+            "of files: MYPYPI2_CLUSTER__SECRET. At least 16 characters.",
+            examples=["change-me-to-32-random-characters"],
+        ),
+    ] = None
+    advertise_url: Annotated[
+        str,
+        Meta(
+            description="Where the other replicas reach this one's serving port, as "
+            '"http://address:port" (a pod IP, a host name). Empty: http://<server host>:<port> '
+            "when the host is one address rather than a loopback or wildcard one; else this "
+            "replica relays to nobody (it still streams from others).",
+            examples=["http://10.0.3.7:8000"],
+        ),
+    ] = ""
+
+    def __post_init__(self) -> None:
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError("secret must have at least 16 characters")
+        if self.advertise_url:
+            parts = urlsplit(self.advertise_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"advertise-url {self.advertise_url!r} is not an http(s) URL")
+            if parts.query or parts.fragment or parts.path.strip("/"):
+                raise ValueError(
+                    f"advertise-url {self.advertise_url!r} must be a scheme, host and port only"
+                )
+
+
+LogFormat = Literal["text", "json"]
+
+
+class LoggingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """What the service logs: one access line per request (on stdout), other lines on
+    stderr, both in one format."""
+
+    format: Annotated[
+        LogFormat,
+        Meta(
+            description='"text": an access line in the common log format followed by '
+            'key=value fields, other lines as "LEVEL logger: message"; "json": one JSON '
+            "object per line, for both."
+        ),
+    ] = "text"
+    access_log: Annotated[
+        bool,
+        Meta(
+            description="Write one access line per request (with its request id, repository, "
+            "outcome, bytes and duration)."
+        ),
+    ] = True
+
+
 def _section(struct: type[msgspec.Struct]) -> Meta:
     return Meta(description=" ".join((struct.__doc__ or "").split()))
 
@@ -425,6 +487,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="ke
     server: Annotated[ServerConfig, _section(ServerConfig)] = ServerConfig()
     database: Annotated[DatabaseConfig, _section(DatabaseConfig)] = DatabaseConfig()
     storage: Annotated[StorageConfig, _section(StorageConfig)] = StorageConfig()
+    cluster: Annotated[ClusterConfig, _section(ClusterConfig)] = ClusterConfig()
+    logging: Annotated[LoggingConfig, _section(LoggingConfig)] = LoggingConfig()
     repositories: Annotated[
         tuple[RepositoryConfig, ...],
         Meta(

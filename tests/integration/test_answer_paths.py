@@ -3,7 +3,7 @@
 Each request is sent twice: as written, to a page or file this worker already holds (the
 warm path of routes/warm.py answers it when it can), and with a query string, which the warm
 path never answers, so that the routes (simple.py, files.py) do the same work the slow way.
-Status, headers (in order, Date and Server aside: the server's own) and body must agree.
+Status, headers (in order, Date, Server and X-Request-Id aside: per request) and body must agree.
 In-process, a spy tells which path answered; the warm file path needs zero-copy pathsend,
 which hypercorn lacks, so it runs behind a stand-in for it here and under `mypypi2 serve`
 (granian offers pathsend) below.
@@ -38,7 +38,8 @@ PAGE = "/pypi/simple/demo/"
 FILE = f"/pypi/files/demo/{WHEEL.filename}"
 METADATA = FILE + ".metadata"
 ROUTED = "?via=routes"
-_SERVERS_OWN = (b"date", b"server")
+# The server's own headers, and the request id (new for every request).
+_PER_REQUEST = (b"date", b"server", b"x-request-id")
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -61,7 +62,8 @@ async def request(
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.split(b"\r\n")
     fields = [tuple(line.split(b": ", 1)) for line in header_lines]
-    kept = [(name.lower(), value) for name, value in fields if name.lower() not in _SERVERS_OWN]
+    kept = [(name.lower(), value) for name, value in fields if name.lower() not in _PER_REQUEST]
+    assert any(name.lower() == b"x-request-id" for name, _ in fields), "every answer has an id"
     return int(status_line.split(b" ")[1]), kept, body
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mypypi2.routes.observed import Observed
 from mypypi2.routes.warm import WarmPath
 
 
@@ -58,13 +59,15 @@ class RouteSpy:
         self.paths: list[str] = []
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
-        assert isinstance(app, WarmPath)
-        routes = app._app
+        assert isinstance(app, Observed)
+        warm = app._app
+        assert isinstance(warm, WarmPath)
+        routes = warm._app
 
         async def recorded(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
                 self.paths.append(scope["path"])
             await routes(scope, receive, send)
 
-        app._app = recorded
+        warm._app = recorded
         return app
