@@ -25,6 +25,7 @@ from mypypi2.errors import (
     NotStored,
     ProjectNotFound,
     RepositoryNotFound,
+    StoredObjectMissing,
     UpstreamError,
     UpstreamNotFound,
     UpstreamTimeout,
@@ -41,6 +42,7 @@ from mypypi2.routes import relay as relay_routes
 from mypypi2.routes import status as status_routes
 from mypypi2.routes.observed import Observed
 from mypypi2.routes.warm import WarmPath
+from mypypi2.shared_renderings import SharedRenderings
 from mypypi2.status import StatusReport
 from mypypi2.storage.configured import open_storage
 from mypypi2.sweep import Sweeper, grace_seconds, policy
@@ -74,6 +76,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UpstreamTimeout, 504),
     (UpstreamError, 502),
     (DatabaseUnavailable, 503),
+    (StoredObjectMissing, 503),  # a large page's rendering: made again on the next request
 )
 # Error bodies echo what the client sent (a name, an Accept header): plain text, never
 # sniffed into HTML by a browser.
@@ -144,17 +147,19 @@ async def _start_worker(
     for repository in config.repositories:
         clients[repository.name] = client = UpstreamClient.open(repository)
         stack.push_async_callback(client.close)
+    storage = await open_storage(config, stack)
     pages = Pages(
         database,
         {r.name: r for r in config.repositories},
         clients,
         base_url=config.server.base_url,
         cache_entries=config.server.cache_entries,
+        memory=config.server.page_memory,
+        shared=SharedRenderings(storage, above=config.server.store_pages_above),
         offline=config.offline,
         clock=clock,
     )
     stack.push_async_callback(pages.close)
-    storage = await open_storage(config, stack)
     traffic = Traffic(database, [r.name for r in config.repositories], clock=clock)
     traffic.start()
     stack.push_async_callback(traffic.close)

@@ -185,6 +185,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     _migrate(dsn)
     _check_storage(config)
     workers = server.workers or os.cpu_count() or 1
+    # The workers' readiness looks for this file: `serve` creates it when told to stop.
+    shutdown_dir = Path(tempfile.mkdtemp(prefix="mypypi2-serve-"))
+    shutdown_flag = shutdown_dir / "stopping"
+    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     for repository in config.repositories:
         print(
             f"mypypi2: repository {repository.name!r} caches {repository.upstream}\n"
@@ -192,14 +196,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             f"{server.base_url.rstrip('/')}/{repository.name}/simple/ ...",
             flush=True,
         )
-    # The workers' readiness looks for this file: `serve` creates it when told to stop.
-    shutdown_dir = Path(tempfile.mkdtemp(prefix="mypypi2-serve-"))
-    shutdown_flag = shutdown_dir / "stopping"
-    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     try:
         if server.server == "hypercorn":
             return servers.run_hypercorn(server, workers, shutdown_flag)
-        servers.run_granian(server, workers, config.logging.format, shutdown_flag)
+        servers.run_granian(server, workers, shutdown_flag, config.logging.format)
         return 0
     finally:
         shutil.rmtree(shutdown_dir, ignore_errors=True)

@@ -122,7 +122,7 @@ class Shutdown:
 
 
 def run_granian(
-    server: ServerConfig, workers: int, log_format: LogFormat, shutdown_flag: Path
+    server: ServerConfig, workers: int, shutdown_flag: Path, log_format: LogFormat
 ) -> None:
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
@@ -149,12 +149,12 @@ def run_granian(
         backpressure=connections_per_worker(server, raise_open_file_limit()),
         http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout * 1000)),
         respawn_failed_workers=True,
-        # Its lines in our format; the access log is ours (one line per request, with ids).
-        log_dictconfig=logs.dict_config(log_format),
-        log_access=False,
         # Workers finish their connections when stopped (responses in flight included);
         # those still at it after stop-timeout are killed.
         workers_kill_timeout=math.ceil(server.stop_timeout),
+        # Its lines in our format; the access log is ours (one line per request, with ids).
+        log_dictconfig=logs.dict_config(log_format),
+        log_access=False,
     )
     granian.serve()
 

@@ -30,7 +30,8 @@ class Stage(enum.Enum):
 
 @dataclass(eq=False)
 class Spool:
-    """What arrived of one download so far (led here or followed in another process)."""
+    """What arrived of one download so far: led here, followed in another process of this
+    host, or relayed from the leader's replica on another host."""
 
     expected_size: int | None = None
     attempt: uuid.UUID | None = None  # the download's, once led or joined (for relays)

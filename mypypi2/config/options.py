@@ -208,6 +208,27 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rena
     cache_entries: Annotated[
         int, Meta(ge=1, description="Rendered pages each worker keeps in memory (a count).")
     ] = 4096
+    page_memory: Annotated[
+        Bytes,
+        Meta(
+            gt=0,
+            description="Memory each worker gives to the renderings of the pages it keeps "
+            "(bodies and their compressed forms); the least recently used go first. Pages "
+            "rendered in the store (store-pages-above) do not count: they are not held.",
+            examples=["256MB"],
+        ),
+    ] = 64 * MIB
+    store_pages_above: Annotated[
+        Bytes,
+        Meta(
+            gt=0,
+            description="Pages whose rendering would be larger than this (the project list of "
+            "a large index, pages of thousands of files) are rendered and compressed once per "
+            "revision for the whole deployment, kept in the store (under .pages/) and streamed "
+            "from there; no worker holds them.",
+            examples=["1MB"],
+        ),
+    ] = 4 * MIB
     header_timeout: Annotated[
         Seconds,
         Meta(
