@@ -206,6 +206,19 @@ def test_kustomization_applies_every_manifest_and_names_the_deployments_image() 
     assert [i["name"] for i in _kustomization()["images"]] == [image]
 
 
+def test_kustomize_builds_the_manifests_into_valid_resources() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    built = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    resources = list(yaml.safe_load_all(built.stdout))
+    names = sorted((r["kind"], r["metadata"]["name"]) for r in resources)
+    assert names == sorted((r["kind"], r["metadata"]["name"]) for r in _kubernetes_resources())
+    for resource in resources:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSIONS[-1], strict=True)
+
+
 def test_a_compose_replicas_configuration_loads(caplog: pytest.LogCaptureFixture) -> None:
     config = _load_quietly(DEPLOY / "config.toml", _compose_environment(), caplog)
     assert config.database.url.startswith("postgresql://mypypi2:")
