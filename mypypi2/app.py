@@ -31,13 +31,14 @@ from mypypi2.errors import (
     UpstreamTimeout,
 )
 from mypypi2.files import Files
+from mypypi2.metrics import Metrics
 from mypypi2.observe import Observer
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
 from mypypi2.readiness import Readiness
 from mypypi2.relay import advertised
 from mypypi2.routes import files as files_routes
-from mypypi2.routes import health, simple
+from mypypi2.routes import health, metrics, simple
 from mypypi2.routes import relay as relay_routes
 from mypypi2.routes import status as status_routes
 from mypypi2.routes.observed import Observed
@@ -58,6 +59,7 @@ class State(TypedDict):
     files: Files
     listener: KeptConnection  # the connection that hears purges
     usage: LastUse  # this worker's last uses of stored files, flushed now and then
+    metrics: Metrics  # this worker's tallies, and the replica's exposition
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
     traffic: Traffic  # this worker's traffic tallies, flushed now and then (a Sink)
     status: StatusReport  # /-/status
@@ -88,7 +90,8 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     headers = dict(_ERROR_HEADERS)
     if status == 503:
         headers["Retry-After"] = "1"
-    if status >= 500:
+    # An upstream failure was logged once, where it was met (not once per waiting client).
+    if status >= 500 and not isinstance(exc, UpstreamError):
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return PlainTextResponse(
         f"{exc}\n", status_code=status, headers=headers, media_type="text/plain; charset=utf-8"
@@ -96,10 +99,16 @@ async def _error_response(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    config: Config, dsn: str, *, clock: Clock = time.time, shutdown_flag: Path | None = None
+    config: Config,
+    dsn: str,
+    *,
+    clock: Clock = time.time,
+    shutdown_flag: Path | None = None,
+    metrics_dir: str | None = None,
 ) -> ASGIApp:
-    """The app for one worker; `dsn` is the already migrated database it serves from, and
-    `shutdown_flag` the file whose existence says `serve` is stopping (then not ready)."""
+    """The app for one worker; `dsn` is the already migrated database it serves from,
+    `shutdown_flag` the file whose existence says `serve` is stopping (then not ready), and
+    `metrics_dir` the replica's multiprocess metrics directory (None: this app's alone)."""
 
     # Every request is seen by this worker's sinks (added as the worker starts).
     observer = Observer()
@@ -107,11 +116,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, shutdown_flag, stack, observer)
+            yield await _start_worker(
+                config, dsn, clock, shutdown_flag, stack, observer, metrics_dir
+            )
 
     routed = Starlette(
         routes=[
             *health.routes,
+            *metrics.routes,
             *status_routes.routes,
             *relay_routes.routes,
             *simple.routes,
@@ -132,6 +144,7 @@ async def _start_worker(
     shutdown_flag: Path | None,
     stack: AsyncExitStack,
     observer: Observer,
+    metrics_dir: str | None,
 ) -> State:
     """One worker's services. `stack` closes them in the reverse order: downloads in flight
     finish and last uses are flushed before the upstream sessions and the pool close; the
@@ -143,9 +156,13 @@ async def _start_worker(
         observer.add(access_log)
     database = await Database.open(dsn, config.database)
     stack.push_async_callback(database.close)
+    worker_metrics = Metrics(observer, database, [r.name for r in config.repositories], metrics_dir)
+    worker_metrics.start()
+    stack.push_async_callback(worker_metrics.close)
+    observer.add(worker_metrics)
     clients = {}
     for repository in config.repositories:
-        clients[repository.name] = client = UpstreamClient.open(repository)
+        clients[repository.name] = client = UpstreamClient.open(repository, observer)
         stack.push_async_callback(client.close)
     storage = await open_storage(config, stack)
     pages = Pages(
@@ -173,6 +190,7 @@ async def _start_worker(
         pages,
         clients,
         usage,
+        observer,
         offline=config.offline,
         cluster_secret=config.cluster.secret,
         advertise_url=advertised(config.cluster, config.server),
@@ -200,6 +218,7 @@ async def _start_worker(
         "traffic": traffic,
         "status": StatusReport(database, config, clock=clock),
         "readiness": Readiness(database, storage, shutdown_flag=shutdown_flag),
+        "metrics": worker_metrics,
     }
 
 

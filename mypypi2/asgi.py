@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from mypypi2.app import create_app
-from mypypi2.config import HANDOFF_VARIABLE, decode_handoff
+from mypypi2.config import HANDOFF_VARIABLE, METRICS_DIR_VARIABLE, decode_handoff
 from mypypi2.logs import configure
 
 
@@ -21,4 +21,5 @@ def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
     configure(handoff.config.logging.format)
     flag = Path(handoff.shutdown_flag) if handoff.shutdown_flag else None
-    return create_app(handoff.config, handoff.dsn, shutdown_flag=flag)
+    metrics_dir = os.environ.get(METRICS_DIR_VARIABLE)
+    return create_app(handoff.config, handoff.dsn, shutdown_flag=flag, metrics_dir=metrics_dir)

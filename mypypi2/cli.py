@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 import msgspec
@@ -19,7 +20,13 @@ from mypypi2 import config as config_module
 from mypypi2 import db, embedded, logs, servers, sweep
 from mypypi2 import files as files_module
 from mypypi2 import pages as pages_module
-from mypypi2.config import HANDOFF_VARIABLE, SERVERS, Config, format_duration
+from mypypi2.config import (
+    HANDOFF_VARIABLE,
+    METRICS_DIR_VARIABLE,
+    SERVERS,
+    Config,
+    format_duration,
+)
 from mypypi2.errors import ConfigError, StartupError
 from mypypi2.eviction import Eviction, Policy
 from mypypi2.names import normalize
@@ -27,6 +34,8 @@ from mypypi2.progress import ProgressBar
 from mypypi2.queries.notifications import Purged, notify_purged
 from mypypi2.storage.configured import open_storage
 from mypypi2.urls import redact_url
+
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -190,19 +199,44 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     shutdown_flag = shutdown_dir / "stopping"
     os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     for repository in config.repositories:
-        print(
-            f"mypypi2: repository {repository.name!r} caches {repository.upstream}\n"
-            f"  pip install --index-url http://{server.host}:{server.port}"
-            f"{server.base_url.rstrip('/')}/{repository.name}/simple/ ...",
-            flush=True,
+        caches = f"repository {repository.name!r} caches {repository.upstream}"
+        usage = (
+            f"pip install --index-url http://{server.host}:{server.port}"
+            f"{server.base_url.rstrip('/')}/{repository.name}/simple/ ..."
         )
+        if config.logging.format == "json":  # then every line is a JSON object
+            log.info("%s: %s", caches, usage)
+        else:
+            print(f"mypypi2: {caches}\n  {usage}", flush=True)
     try:
-        if server.server == "hypercorn":
-            return servers.run_hypercorn(server, workers, shutdown_flag)
-        servers.run_granian(server, workers, shutdown_flag, config.logging.format)
-        return 0
+        with _metrics_dir() as metrics_dir:
+            os.environ[METRICS_DIR_VARIABLE] = metrics_dir
+            if server.server == "hypercorn":
+                return servers.run_hypercorn(server, workers, shutdown_flag)
+            servers.run_granian(server, workers, shutdown_flag, config.logging.format)
+            return 0
     finally:
         shutil.rmtree(shutdown_dir, ignore_errors=True)
+
+
+@contextmanager
+def _metrics_dir() -> Iterator[str]:
+    """The directory where this start's workers keep their metrics: the one the environment
+    names (emptied: values of an earlier start must not add up with these), else a new one
+    of our own, removed at exit. Never shared with another replica or start."""
+    given = os.environ.get(METRICS_DIR_VARIABLE)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield given
+        return
+    made = tempfile.mkdtemp(prefix="mypypi2-metrics-")
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _purge(config: Config, args: argparse.Namespace) -> int:

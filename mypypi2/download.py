@@ -35,7 +35,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 
-from mypypi2 import relay
+from mypypi2 import observe, relay
 from mypypi2.clock import Clock
 from mypypi2.db import Database
 from mypypi2.errors import (
@@ -76,6 +76,7 @@ class Downloads:
         db: Database,
         storage: Storage,
         clients: Mapping[str, UpstreamClient],
+        observer: observe.Observer,
         *,
         secret: str | None = None,
         advertise_url: str | None = None,
@@ -84,6 +85,7 @@ class Downloads:
         """`secret` (the cluster's): stream from other replicas' relays; with
         `advertise_url` too, relay the downloads led here to them."""
         self._db = db
+        self._observer = observer
         self._storage = storage
         self._clients = clients
         self._clock = clock
@@ -109,7 +111,13 @@ class Downloads:
             spool = Spool(expected_size=row.size)
             self._spools[row.id] = spool
             self._start(self._run(repository, row, spool))
-        return await _reading(spool.read(self._storage), spool)
+        else:
+            observe.joined()
+        answer = await _reading(spool.read(self._storage), spool)
+        if spool.followed:
+            observe.joined()
+        observe.answered_as("miss")
+        return answer
 
     async def relay(
         self, file_id: int, attempt: uuid.UUID, start: int, presented: str
@@ -164,6 +172,7 @@ class Downloads:
 
     async def _run(self, repository: str, row: FileRow, spool: Spool) -> None:
         """The download's one failure path, whoever (leader or follower) met the failure."""
+        observe.current.set(None)  # its own: the request that started it may be gone
         try:
             while not await self._attempt(repository, row, spool):
                 pass  # the attempt followed ended before giving us a byte: look again
@@ -176,6 +185,8 @@ class Downloads:
             if not isinstance(exc, Exception):
                 raise
             url = redact_url(row.upstream_url)
+            if isinstance(exc, VerificationFailed):
+                self._observer.verification_failed(repository)
             if isinstance(exc, (UpstreamError, DatabaseUnavailable)):
                 log.warning("download of %s failed: %s", url, exc)
             else:
@@ -215,6 +226,7 @@ class Downloads:
                 if stored is not None and stored.stored_key is not None:
                     # By the leader just before us.
                     await files_queries.set_download_state(connection, row.id, attempt, "done")
+        spool.followed = claim is None
         if claim is None:
             return current is not None and await self._follow(row, spool, current.attempt)
         if stored is not None and _mark_stored(spool, stored):

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from mypypi2 import names
+from mypypi2 import names, observe
 from mypypi2.clock import Clock
 from mypypi2.db import Database
 from mypypi2.download import Downloads
@@ -35,6 +35,7 @@ from mypypi2.errors import (
     StoredObjectMissing,
     UpstreamError,
     UpstreamNotFound,
+    VerificationFailed,
 )
 from mypypi2.file_headers import FileHeaders, file_headers
 from mypypi2.lru import LRU
@@ -103,6 +104,7 @@ class Files:
         pages: Pages,
         clients: Mapping[str, UpstreamClient],
         usage: LastUse,
+        observer: observe.Observer,
         *,
         cache_entries: int = 16384,
         offline: bool = False,
@@ -111,6 +113,7 @@ class Files:
         clock: Clock = time.time,
     ) -> None:
         self._offline = offline
+        self._observer = observer
         self._db = db
         # Every stored file served counts as used (eviction goes least recently used first).
         self._usage = usage
@@ -118,7 +121,13 @@ class Files:
         self._pages = pages
         self._clients = clients
         self._downloads = Downloads(
-            db, storage, clients, secret=cluster_secret, advertise_url=advertise_url, clock=clock
+            db,
+            storage,
+            clients,
+            observer,
+            secret=cluster_secret,
+            advertise_url=advertise_url,
+            clock=clock,
         )
         self._fetching_metadata = Coalescer[int, bytes]()
         # Stored files and metadata never change: this worker remembers them, keyed by
@@ -260,6 +269,7 @@ class Files:
             body = await self._fetching_metadata.run(
                 row.id, lambda: self._fetch_metadata(repository, row)
             )
+            observe.answered_as("miss")
         metadata = Metadata.of(body)
         self._metadata.put(cache_key, metadata)
         return metadata
@@ -271,15 +281,23 @@ class Files:
         url = row.upstream_url + METADATA_SUFFIX
         shown = redact_url(url)  # what errors say: they reach clients
         try:
-            body = await self._clients[repository].small_file(url, MAX_METADATA_BYTES)
-        except UpstreamNotFound as exc:
-            raise UpstreamError(shown, "the page advertises metadata the upstream lacks") from exc
-        assert row.core_metadata is not None
-        verifier = Verifier(shown, row.core_metadata, what="metadata ")
-        verifier.update(body)
-        verifier.verify()
-        if not await files_queries.save_metadata(self._db, row.id, body, row.core_metadata):
-            raise UpstreamError(shown, "the page changed while its metadata was fetched")
+            try:
+                body = await self._clients[repository].small_file(url, MAX_METADATA_BYTES)
+            except UpstreamNotFound as exc:
+                reason = "the page advertises metadata the upstream lacks"
+                raise UpstreamError(shown, reason) from exc
+            assert row.core_metadata is not None
+            verifier = Verifier(shown, row.core_metadata, what="metadata ")
+            verifier.update(body)
+            verifier.verify()
+            if not await files_queries.save_metadata(self._db, row.id, body, row.core_metadata):
+                raise UpstreamError(shown, "the page changed while its metadata was fetched")
+        except UpstreamError as exc:
+            # Logged once here, for every request waiting (each gets a 502).
+            log.warning("metadata fetch failed: %s", exc)
+            if isinstance(exc, VerificationFailed):
+                self._observer.verification_failed(repository)
+            raise
         return body
 
 

@@ -176,14 +176,13 @@ def joined() -> None:
         target.coalesced = True
 
 
-def answered_by(fill: Fill, *, joined_it: bool) -> None:
-    """The request (or an enclosing fill) awaited `fill`, which it started or `joined_it`:
-    it answered as the fill did."""
+def answered_by(fill: Fill) -> None:
+    """The request (or an enclosing fill) awaited `fill`: it answered as the fill did."""
     target: RequestRecord | Fill | None = filling.get() or current.get()
     if target is None:
         return
     if fill.outcome is not None:
         target.outcome = fill.outcome
         target.stale_reason = fill.stale_reason
-    if joined_it or fill.coalesced:
+    if fill.coalesced:
         target.coalesced = True

@@ -35,7 +35,7 @@ from typing import TypeGuard
 
 import msgspec
 
-from mypypi2 import freshness
+from mypypi2 import freshness, observe
 from mypypi2.clock import Clock
 from mypypi2.db import Connection, Database, is_refusal
 from mypypi2.errors import DatabaseUnavailable, NotStored, UpstreamError, UpstreamNotFound
@@ -89,6 +89,7 @@ class PageRefresh:
             if found is not None:
                 return await self._refresh(kind, found.state, holder)
             # Another process is asking the upstream: its answer will be in the state.
+            observe.joined()
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_MAX_SECONDS)
 
@@ -198,6 +199,7 @@ class PageRefresh:
     ) -> Snapshot:
         """Store what the upstream said and end the lease, in one short transaction; an
         UpstreamError when PostgreSQL refuses the page's values (nothing is stored)."""
+        observe.answered_as("revalidated" if isinstance(result, NotModified) else "miss")
         now = self._now()
         known = _validators(held)
         async with self._db.transaction() as connection:
@@ -216,7 +218,6 @@ class PageRefresh:
             except Exception as exc:
                 if not is_refusal(exc):
                     raise
-                log.warning("cannot store %s/%s: %r", *kind.key, exc)
                 raise UpstreamError(kind.url, f"cannot store the page: {exc}") from exc
             await leases.end_lease(connection, *kind.key, holder)
             return await self._served_saved(connection, kind)
@@ -249,6 +250,8 @@ class PageRefresh:
             if held is not None and self._may_serve_on_error(kind, held):
                 log.warning("serving a stale copy of %s/%s: %s", *kind.key, exc)
                 return await self._served_stale(connection, kind, held, retry_at)
+        # Once per failure: the requests waiting for this refresh are not logged again.
+        log.warning("cannot refresh %s/%s: %s", *kind.key, exc)
         raise exc
 
     async def _record_failure(
@@ -293,6 +296,7 @@ class PageRefresh:
         self, connection: Connection, kind: Kind[M], held: PageState, retry_at: float
     ) -> Snapshot:
         """The snapshot of the copy we hold, marked stale, served until `retry_at`."""
+        observe.answered_as("stale", "upstream")
         checked_at = held.checked_at.timestamp()
         window = kind.repository.stale_if_error
         ttl = kind.ttl_for(held.found)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import suppress
 from functools import partial
 
-from mypypi2 import freshness
+from mypypi2 import freshness, observe
 from mypypi2.clock import Clock
 from mypypi2.config import RepositoryConfig
 from mypypi2.db import Database
@@ -143,6 +143,10 @@ class Pages:
             return None
         if revalidate and self._forced(config, cached.checked_at):
             return None
+        if cached.stale is not None:  # still within the pause after a failure
+            observe.answered_as(
+                "stale", "database" if cached.stale == STALE_DATABASE else "upstream"
+            )
         return cached
 
     async def _serve(self, kind: Kind[M], revalidate: bool) -> Snapshot:
@@ -180,6 +184,7 @@ class Pages:
         if not freshness.is_fresh(now, held.fresh_until):
             held.stale = STALE_DATABASE
             held.fresh_until = freshness.retry_after_outage(now)
+        observe.answered_as("stale", "database")
         return held
 
     def _revalidate_in_background(self, kind: Kind[M]) -> None:
@@ -188,6 +193,7 @@ class Pages:
         task.add_done_callback(self._background.discard)
 
     async def _revalidate(self, kind: Kind[M]) -> None:
+        observe.current.set(None)  # started by a request that was answered without it
         try:
             await self._coalescer.run(kind.key, lambda: self._resolve(kind, False))
         except DatabaseUnavailable as exc:

@@ -40,6 +40,7 @@ class Spool:
     stage: Stage = Stage.RUNNING
     stored_key: str | None = None
     error: BaseException | None = None
+    followed: bool = False  # led by another process (its clients joined a fill in flight)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def grew(self, written: int) -> None:

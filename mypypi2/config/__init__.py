@@ -16,7 +16,12 @@ This module only names what the rest of mypypi2 imports; the modules above impor
 other directly, never this one.
 """
 
-from mypypi2.config.handoff import HANDOFF_VARIABLE, decode_handoff, encode_handoff
+from mypypi2.config.handoff import (
+    HANDOFF_VARIABLE,
+    METRICS_DIR_VARIABLE,
+    decode_handoff,
+    encode_handoff,
+)
 from mypypi2.config.loading import data_dir, default_upstream, find_config_file, load
 from mypypi2.config.options import (
     SERVERS,
@@ -44,6 +49,7 @@ from mypypi2.urls import REDACTED  # what `config --show` prints for a secret
 __all__ = [
     "FORMS",
     "HANDOFF_VARIABLE",
+    "METRICS_DIR_VARIABLE",
     "REDACTED",
     "SERVERS",
     "ClusterConfig",

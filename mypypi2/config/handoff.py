@@ -7,6 +7,9 @@ import msgspec
 from mypypi2.config.options import Config
 
 HANDOFF_VARIABLE = "MYPYPI2_WORKER_CONFIG"
+# The replica's metrics directory (metrics.py): prometheus_client's own variable, read when
+# it is imported, so serve sets it before any worker starts.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class WorkerHandoff(msgspec.Struct, frozen=True):

@@ -13,12 +13,17 @@ Everything an upstream sends is untrusted:
   ASCII of sane length, a serial of ASCII digits that fits a bigint;
 - redirects are followed here, hop by hop: each hop is checked against the host policy
   (`hosts.py`), and credentials only ever go to the upstream's own origin.
+
+Every request is reported to the worker's observer as one `observe.UpstreamRecord` (its
+result, time and bytes received), once its body is read or it failed. Failures are not
+logged here: the use case that meets one logs it once, whoever waits on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -33,6 +38,7 @@ import yarl
 from mypypi2.config import RepositoryConfig
 from mypypi2.errors import MalformedPage, UpstreamError, UpstreamNotFound, UpstreamTimeout
 from mypypi2.models import ProjectList, ProjectPage, Validators
+from mypypi2.observe import Observer, RequestKind, UpstreamRecord, UpstreamResult
 from mypypi2.upstream.hosts import GuardedResolver, HostPolicy, HostRefused, is_ip_literal
 from mypypi2.upstream.parse import ProjectListParser, parse_project_page
 from mypypi2.upstream.parse_rules import serial_from
@@ -72,6 +78,16 @@ class NotModified(msgspec.Struct, frozen=True):
     validators: Validators
 
 
+class _Exchange:
+    """What one upstream request got so far: the final status and body bytes received."""
+
+    __slots__ = ("received", "status")
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.received = 0
+
+
 class UpstreamBody(msgspec.Struct, frozen=True):
     """A file response being received: its announced length and its chunks."""
 
@@ -79,8 +95,9 @@ class UpstreamBody(msgspec.Struct, frozen=True):
     chunks: AsyncIterator[bytes]
 
 
-# What turns a page response into a model: (response, content type, final URL) -> model.
-_Consume = Callable[[aiohttp.ClientResponse, str, str], Awaitable[_Model]]
+# What turns a page response into a model: (response, content type, final URL, the
+# exchange counting its bytes) -> model.
+_Consume = Callable[[aiohttp.ClientResponse, str, str, "_Exchange"], Awaitable[_Model]]
 
 
 class UpstreamClient:
@@ -89,9 +106,11 @@ class UpstreamClient:
         repository: RepositoryConfig,
         session: aiohttp.ClientSession,
         policy: HostPolicy,
+        observer: Observer,
     ) -> None:
         self._repository = repository
         self._session = session
+        self._observer = observer
         # Userinfo in the upstream URL is basic auth, sent like `username`/`password`, and
         # never part of a URL we request, log or put into an error.
         self._base, userinfo = split_userinfo(repository.upstream.rstrip("/") + "/")
@@ -107,12 +126,12 @@ class UpstreamClient:
             self._credentials["Authorization"] = aiohttp.encode_basic_auth(username, password or "")
 
     @classmethod
-    def open(cls, repository: RepositoryConfig) -> UpstreamClient:
+    def open(cls, repository: RepositoryConfig, observer: Observer | None = None) -> UpstreamClient:
         """A client on a session (connection pool) of its own, used for everything sent to
         this upstream, with one host policy for its resolver and its own checks; `close`
-        ends both."""
+        ends both. Its requests are reported to `observer` (by default, to nobody)."""
         policy = HostPolicy.for_repository(repository)
-        return cls(repository, _session(repository, policy), policy)
+        return cls(repository, _session(repository, policy), policy, observer or Observer())
 
     async def close(self) -> None:
         await self._session.close()
@@ -123,18 +142,28 @@ class UpstreamClient:
         """GET a distribution file; errors while reading the body are translated too."""
         # The bytes hashed must be the bytes published: no content coding.
         headers = {"Accept-Encoding": "identity"}
-        with _translated(url):
-            async with self._open(url, self._repository.download_timeout, headers) as response:
-                _raise_for_status(response, url)
-                yield UpstreamBody(response.content_length, response.content.iter_chunked(_CHUNK))
+        repository = self._repository.name
+        self._observer.download_started(repository)
+        try:
+            with self._observed("file") as exchange, _translated(url):
+                timeout = self._repository.download_timeout
+                async with self._open(url, timeout, headers) as response:
+                    exchange.status = response.status
+                    _raise_for_status(response, url)
+                    chunks = _counted(response.content.iter_chunked(_CHUNK), exchange)
+                    yield UpstreamBody(response.content_length, chunks)
+        finally:
+            self._observer.download_ended(repository)
 
     async def small_file(self, url: str, limit: int) -> bytes:
         """GET a small file whole (a PEP 658 .metadata), refusing more than `limit` bytes."""
         headers = {"Accept-Encoding": ACCEPT_ENCODING}
-        with _translated(url):
+        with self._observed("metadata") as exchange, _translated(url):
             async with self._open(url, self._repository.total_timeout, headers) as response:
+                exchange.status = response.status
                 _raise_for_status(response, url)
-                return b"".join([piece async for piece in _expanded(response, url, limit)])
+                pieces = _expanded(response, url, limit, exchange)
+                return b"".join([piece async for piece in pieces])
 
     async def project_page(
         self, project: str, known: Validators | None
@@ -143,35 +172,38 @@ class UpstreamClient:
         limit = self._repository.max_page_bytes
 
         async def consume(
-            response: aiohttp.ClientResponse, content_type: str, final_url: str
+            response: aiohttp.ClientResponse, content_type: str, final_url: str, exchange: _Exchange
         ) -> ProjectPage:
-            body = b"".join([piece async for piece in _expanded(response, url, limit)])
+            body = b"".join([piece async for piece in _expanded(response, url, limit, exchange)])
             return await _parse(
                 url, len(body), lambda: parse_project_page(body, content_type, final_url, project)
             )
 
-        return await self._get(url, known, consume)
+        return await self._get(url, known, consume, "page")
 
     async def project_list(self, known: Validators | None) -> Fetched[ProjectList] | NotModified:
         url = self._base
         limit = self._repository.max_list_bytes
 
         async def consume(
-            response: aiohttp.ClientResponse, content_type: str, _final_url: str
+            response: aiohttp.ClientResponse,
+            content_type: str,
+            _final_url: str,
+            exchange: _Exchange,
         ) -> ProjectList:
             # Fed as it arrives: the list is never held whole, compressed or expanded.
             with _parsing(url):
                 parser = ProjectListParser(content_type)
             fed = 0
-            async for piece in _expanded(response, url, limit):
+            async for piece in _expanded(response, url, limit, exchange):
                 await _parse(url, fed, partial(parser.feed, piece))
                 fed += len(piece)
             return await _parse(url, fed, parser.close)
 
-        return await self._get(url, known, consume)
+        return await self._get(url, known, consume, "list")
 
     async def _get(
-        self, url: str, known: Validators | None, consume: _Consume[_Model]
+        self, url: str, known: Validators | None, consume: _Consume[_Model], kind: RequestKind
     ) -> Fetched[_Model] | NotModified:
         headers = {"Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING}
         etag = _validator(known.etag if known is not None else None)
@@ -180,16 +212,17 @@ class UpstreamClient:
         last_modified = _validator(known.last_modified if known is not None else None)
         if last_modified is not None:
             headers["If-Modified-Since"] = last_modified
-        with _translated(url):
+        with self._observed(kind) as exchange, _translated(url):
             async with self._open(
                 url, self._repository.total_timeout, headers, pages=True
             ) as response:
+                exchange.status = response.status
                 if response.status == 304 and known is not None:
                     return NotModified(_validators(response, known))
                 _raise_for_status(response, url)
                 validators = _validators(response, Validators())
                 content_type = response.headers.get("Content-Type", "")
-                model = await consume(response, content_type, str(response.url))
+                model = await consume(response, content_type, str(response.url), exchange)
         serial = validators.last_serial
         if serial is None:
             serial = serial_from(model.last_serial)
@@ -234,6 +267,29 @@ class UpstreamClient:
                     raise UpstreamNotFound(redact_url(url))
                 url = target
         raise HostRefused(f"refused: more than {MAX_REDIRECTS} redirects")
+
+    @contextmanager
+    def _observed(self, kind: RequestKind) -> Iterator[_Exchange]:
+        """Report the request made inside as one UpstreamRecord (errors as translated)."""
+        exchange = _Exchange()
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            yield exchange
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._observer.upstream(
+                UpstreamRecord(
+                    self._repository.name,
+                    kind,
+                    _result(exchange.status, failure),
+                    time.perf_counter() - started,
+                    exchange.received,
+                    None if failure is None else str(failure) or type(failure).__name__,
+                )
+            )
 
     async def _check_target(self, url: str) -> None:
         try:
@@ -335,9 +391,11 @@ def _raise_for_status(response: aiohttp.ClientResponse, url: str) -> None:
         raise UpstreamError(redact_url(url), _reason(reason))
 
 
-async def _expanded(response: aiohttp.ClientResponse, url: str, limit: int) -> AsyncIterator[bytes]:
+async def _expanded(
+    response: aiohttp.ClientResponse, url: str, limit: int, exchange: _Exchange
+) -> AsyncIterator[bytes]:
     """The body with its content coding undone; over `limit` bytes received or expanded,
-    or undecodable, it is an UpstreamError."""
+    or undecodable, it is an UpstreamError. `exchange` counts the bytes received."""
     shown = redact_url(url)
     if response.content_length is not None and response.content_length > limit:
         raise UpstreamError(shown, f"page of {response.content_length} bytes is over {limit}")
@@ -348,6 +406,7 @@ async def _expanded(response: aiohttp.ClientResponse, url: str, limit: int) -> A
     received = expanded = 0
     async for chunk in response.content.iter_chunked(_CHUNK):
         received += len(chunk)
+        exchange.received = received
         if received > limit:
             raise UpstreamError(shown, f"page is over the limit of {limit} bytes")
         try:
@@ -362,6 +421,32 @@ async def _expanded(response: aiohttp.ClientResponse, url: str, limit: int) -> A
             raise UpstreamError(shown, _reason(f"bad {coding} body: {exc}")) from exc
     if not expander.complete:
         raise UpstreamError(shown, f"{coding} body ends before its compressed stream does")
+
+
+async def _counted(chunks: AsyncIterator[bytes], exchange: _Exchange) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        exchange.received += len(chunk)
+        yield chunk
+
+
+def _result(status: int | None, failure: BaseException | None) -> UpstreamResult:
+    """What an upstream request came to, from its final status and how it failed."""
+    if failure is None:
+        return "304" if status == 304 else "200"
+    if isinstance(failure, UpstreamTimeout):
+        return "timeout"
+    if isinstance(failure, UpstreamNotFound):
+        return "404"
+    if status is not None and status >= 500:
+        return "5xx"
+    cause = failure.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError) and isinstance(cause.os_error, HostRefused):
+        return "other"  # refused by the host policy, never sent
+    if isinstance(cause, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+        return "connect-error"  # refused, reset, or cut short mid-body
+    if status == 200 and isinstance(failure, UpstreamError):
+        return "malformed"  # a body that is unusable: unreadable, too large, not the page's
+    return "other"
 
 
 class _Expander:

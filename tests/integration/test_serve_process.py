@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 import pytest
 
 from mypypi2.config import SERVERS
@@ -299,6 +300,7 @@ async def test_a_port_in_use_is_one_line(server_name: str, database: str, tmp_pa
 # --- logs ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 @pytest.mark.parametrize(
     ("server_name", "listening", "times"),
     [("granian", "Listening at: ", 1), ("hypercorn", "Running on ", 2)],  # 2: once per worker
@@ -307,6 +309,7 @@ async def test_each_log_line_is_written_once(
     server_name: str,
     listening: str,
     times: int,
+    log_format: str,
     launch: Launch,
     upstream: LocalUpstream,
     database: str,
@@ -314,15 +317,44 @@ async def test_each_log_line_is_written_once(
 ) -> None:
     upstream.fail("/simple/broken/", Fault(status=500))
     cache_config(tmp_path, database, upstream)
-    server = await launch(tmp_path, clean_environ(), "--workers", "2", "--server", server_name)
+    environ = clean_environ(MYPYPI2_LOGGING__FORMAT=log_format)
+    server = await launch(tmp_path, environ, "--workers", "2", "--server", server_name)
 
-    status, _, _ = await get_as_pip(f"{server.url}/pypi/simple/broken/")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{server.url}/pypi/simple/broken/", headers={"X-Request-Id": "broken-page-1"}
+        ) as response,
+    ):
+        assert response.status == 502
+        assert response.headers["X-Request-Id"] == "broken-page-1"
+        # An id of its own for a request that brings none (or one not fit for a log line).
+        async with http.get(f"{server.url}/-/health", headers={"X-Request-Id": "a b"}) as health:
+            generated = health.headers["X-Request-Id"]
+    assert generated not in ("", "a b")
 
-    assert status == 502
     assert await server.stop() == 0, server.stderr()
-    lines = (server.stdout() + server.stderr()).splitlines()
-    assert sum("GET /pypi/simple/broken/ -> 502" in line for line in lines) == 1, lines
+    stdout, stderr = server.stdout().splitlines(), server.stderr().splitlines()
+    lines = stdout + stderr
+    # One access line per request, on stdout, and nothing else of the server's per request.
+    [access] = [line for line in lines if "broken-page-1" in line]
+    assert access in stdout
+    [_health] = [line for line in lines if generated in line]
+    assert sum("/pypi/simple/broken/" in line for line in lines) == 1, lines
+    # The upstream's failure is logged once, where it was met.
+    assert sum("cannot refresh pypi/broken: " in line and "HTTP 500" in line for line in lines) == 1
     assert sum(listening in line for line in lines) == times, lines
+    if log_format == "text":
+        assert '"GET /pypi/simple/broken/" 502 ' in access
+        assert " id=broken-page-1 repository=pypi kind=page outcome=error " in access
+        return
+    # Every line of every process, ours, the server's and the libraries', is JSON.
+    records = [msgspec.json.decode(line) for line in lines]
+    [line] = [r for r in records if r.get("request_id") == "broken-page-1"]
+    assert line["path"] == "/pypi/simple/broken/"
+    assert (line["status"], line["repository"], line["outcome"]) == (502, "pypi", "error")
+    assert line["bytes"] > 0 and line["duration_ms"] > 0
+    assert any("caches" in r.get("message", "") for r in records)
 
 
 # --- Kubernetes ------------------------------------------------------------------------------
