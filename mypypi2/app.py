@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TypedDict
 
 from starlette.applications import Starlette
@@ -24,6 +25,7 @@ from mypypi2.errors import (
     NotStored,
     ProjectNotFound,
     RepositoryNotFound,
+    StoredObjectMissing,
     UpstreamError,
     UpstreamNotFound,
     UpstreamTimeout,
@@ -33,12 +35,19 @@ from mypypi2.metrics import Metrics
 from mypypi2.observe import Observer
 from mypypi2.pages import Pages
 from mypypi2.queries.notifications import Purged, listen_purged
+from mypypi2.readiness import Readiness
+from mypypi2.relay import advertised
 from mypypi2.routes import files as files_routes
 from mypypi2.routes import health, metrics, simple
+from mypypi2.routes import relay as relay_routes
+from mypypi2.routes import status as status_routes
 from mypypi2.routes.observed import Observed
 from mypypi2.routes.warm import WarmPath
+from mypypi2.shared_renderings import SharedRenderings
+from mypypi2.status import StatusReport
 from mypypi2.storage.configured import open_storage
 from mypypi2.sweep import Sweeper, grace_seconds, policy
+from mypypi2.traffic import Traffic
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.usage import LastUse
 
@@ -52,6 +61,9 @@ class State(TypedDict):
     usage: LastUse  # this worker's last uses of stored files, flushed now and then
     metrics: Metrics  # this worker's tallies, and the replica's exposition
     sweeper: Sweeper  # evicts from a bounded store (one sweeper at a time, deployment-wide)
+    traffic: Traffic  # this worker's traffic tallies, flushed now and then (a Sink)
+    status: StatusReport  # /-/status
+    readiness: Readiness  # what /-/ready answers
 
 
 # Domain errors to HTTP status, most specific first. An upstream 404 stays a 404: uv reads
@@ -66,6 +78,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (UpstreamTimeout, 504),
     (UpstreamError, 502),
     (DatabaseUnavailable, 503),
+    (StoredObjectMissing, 503),  # a large page's rendering: made again on the next request
 )
 # Error bodies echo what the client sent (a name, an Accept header): plain text, never
 # sniffed into HTML by a browser.
@@ -86,9 +99,15 @@ async def _error_response(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    config: Config, dsn: str, *, clock: Clock = time.time, metrics_dir: str | None = None
+    config: Config,
+    dsn: str,
+    *,
+    clock: Clock = time.time,
+    shutdown_flag: Path | None = None,
+    metrics_dir: str | None = None,
 ) -> ASGIApp:
-    """The app for one worker; `dsn` is the already migrated database it serves from, and
+    """The app for one worker; `dsn` is the already migrated database it serves from,
+    `shutdown_flag` the file whose existence says `serve` is stopping (then not ready), and
     `metrics_dir` the replica's multiprocess metrics directory (None: this app's alone)."""
 
     # Every request is seen by this worker's sinks (added as the worker starts).
@@ -97,10 +116,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            yield await _start_worker(config, dsn, clock, stack, observer, metrics_dir)
+            yield await _start_worker(
+                config, dsn, clock, shutdown_flag, stack, observer, metrics_dir
+            )
 
     routed = Starlette(
-        routes=[*health.routes, *metrics.routes, *simple.routes, *files_routes.routes],
+        routes=[
+            *health.routes,
+            *metrics.routes,
+            *status_routes.routes,
+            *relay_routes.routes,
+            *simple.routes,
+            *files_routes.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={error: _error_response for error, _ in _STATUS_BY_ERROR},
     )
@@ -113,6 +141,7 @@ async def _start_worker(
     config: Config,
     dsn: str,
     clock: Clock,
+    shutdown_flag: Path | None,
     stack: AsyncExitStack,
     observer: Observer,
     metrics_dir: str | None,
@@ -135,22 +164,37 @@ async def _start_worker(
     for repository in config.repositories:
         clients[repository.name] = client = UpstreamClient.open(repository, observer)
         stack.push_async_callback(client.close)
+    storage = await open_storage(config, stack)
     pages = Pages(
         database,
         {r.name: r for r in config.repositories},
         clients,
         base_url=config.server.base_url,
         cache_entries=config.server.cache_entries,
+        memory=config.server.page_memory,
+        shared=SharedRenderings(storage, above=config.server.store_pages_above),
         offline=config.offline,
         clock=clock,
     )
     stack.push_async_callback(pages.close)
-    storage = await open_storage(config, stack)
+    traffic = Traffic(database, [r.name for r in config.repositories], clock=clock)
+    traffic.start()
+    stack.push_async_callback(traffic.close)
+    observer.add(traffic)
     usage = LastUse(database, clock=clock)
     usage.start()
     stack.push_async_callback(usage.close)
     files = Files(
-        database, storage, pages, clients, usage, observer, offline=config.offline, clock=clock
+        database,
+        storage,
+        pages,
+        clients,
+        usage,
+        observer,
+        offline=config.offline,
+        cluster_secret=config.cluster.secret,
+        advertise_url=advertised(config.cluster, config.server),
+        clock=clock,
     )
     stack.push_async_callback(files.close)
     listener = await _listen_for_purges(config, dsn, pages, files)
@@ -171,6 +215,9 @@ async def _start_worker(
         "listener": listener,
         "usage": usage,
         "sweeper": sweeper,
+        "traffic": traffic,
+        "status": StatusReport(database, config, clock=clock),
+        "readiness": Readiness(database, storage, shutdown_flag=shutdown_flag),
         "metrics": worker_metrics,
     }
 

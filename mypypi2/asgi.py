@@ -8,6 +8,7 @@ starts a database or races another worker's migrations.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from starlette.types import ASGIApp
 
@@ -19,4 +20,6 @@ from mypypi2.logs import configure
 def create() -> ASGIApp:
     handoff = decode_handoff(os.environ[HANDOFF_VARIABLE])
     configure(handoff.config.logging.format)
-    return create_app(handoff.config, handoff.dsn, metrics_dir=os.environ.get(METRICS_DIR_VARIABLE))
+    flag = Path(handoff.shutdown_flag) if handoff.shutdown_flag else None
+    metrics_dir = os.environ.get(METRICS_DIR_VARIABLE)
+    return create_app(handoff.config, handoff.dsn, shutdown_flag=flag, metrics_dir=metrics_dir)

@@ -194,7 +194,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     _migrate(dsn)
     _check_storage(config)
     workers = server.workers or os.cpu_count() or 1
-    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn)
+    # The workers' readiness looks for this file: `serve` creates it when told to stop.
+    shutdown_dir = Path(tempfile.mkdtemp(prefix="mypypi2-serve-"))
+    shutdown_flag = shutdown_dir / "stopping"
+    os.environ[HANDOFF_VARIABLE] = config_module.encode_handoff(config, dsn, str(shutdown_flag))
     for repository in config.repositories:
         caches = f"repository {repository.name!r} caches {repository.upstream}"
         usage = (
@@ -205,12 +208,15 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
             log.info("%s: %s", caches, usage)
         else:
             print(f"mypypi2: {caches}\n  {usage}", flush=True)
-    with _metrics_dir() as metrics_dir:
-        os.environ[METRICS_DIR_VARIABLE] = metrics_dir
-        if server.server == "hypercorn":
-            return servers.run_hypercorn(server, workers)
-        servers.run_granian(server, workers, config.logging.format)
-        return 0
+    try:
+        with _metrics_dir() as metrics_dir:
+            os.environ[METRICS_DIR_VARIABLE] = metrics_dir
+            if server.server == "hypercorn":
+                return servers.run_hypercorn(server, workers, shutdown_flag)
+            servers.run_granian(server, workers, shutdown_flag, config.logging.format)
+            return 0
+    finally:
+        shutil.rmtree(shutdown_dir, ignore_errors=True)
 
 
 @contextmanager

@@ -92,6 +92,23 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, (ValueError, OverflowError, msgspec.MsgspecError))
 
 
+class _OutagesInOneLine(logging.Filter):
+    """asyncpg's pool logs every failed attempt to reopen its `min_size` connections with a
+    traceback. In a database outage those failures are expected (and each request says its
+    own): the line keeps the cause and drops the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_outage(exc):
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = ()
+            record.exc_info = None
+        return True
+
+
+_ONE_LINE = _OutagesInOneLine()
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec(
         "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
@@ -103,6 +120,7 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """The pool; `statement_timeout` seconds (0: none) bound every statement, lock waits
     included, on the server and (with some grace) on the client."""
+    logging.getLogger("asyncpg.pool").addFilter(_ONE_LINE)  # a second add is a no-op
     settings = {
         "application_name": "mypypi2",
         # A cache can lose its last few commits in a database crash: what they recorded

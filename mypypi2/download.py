@@ -7,10 +7,12 @@ upstream GET:
   download for the others;
 - across processes, a claim on the file's `file_downloads` row elects one leader. The row
   names the attempt, its spool file and a heartbeat the leader renews every few seconds;
-  the others follow the spool as it grows (same host), or wait for the commit and serve the
-  stored object (other hosts). A claim not renewed within the lease belongs to a leader
-  that is gone: the next one to look takes it over. A follower fails only when the attempt
-  it joined fails, never on the row of an older one.
+  the others follow the spool as it grows (same host), or stream it from the leader's
+  replica through its relay (other hosts, see relay.py) into a spool of their own; without
+  a cluster secret they wait for the commit and serve the stored object. A claim not
+  renewed within the lease belongs to a leader that is gone: the next one to look takes it
+  over. A follower fails only when the attempt it joined fails, never on the row of an
+  older one.
 
 No database connection is held while bytes travel: the claim, the heartbeat and each state
 change take one from the pool for one statement, so slow downloads never starve the pool.
@@ -30,16 +32,22 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 
-from mypypi2 import observe
+from mypypi2 import observe, relay
 from mypypi2.clock import Clock
 from mypypi2.db import Database
-from mypypi2.errors import DatabaseUnavailable, UpstreamError, VerificationFailed
+from mypypi2.errors import (
+    DatabaseUnavailable,
+    RelayUnavailable,
+    UpstreamError,
+    VerificationFailed,
+)
 from mypypi2.queries import files as files_queries
-from mypypi2.queries.files import FileRow
-from mypypi2.spool import Spool
+from mypypi2.queries.files import DownloadRow, FileRow
+from mypypi2.relay import RelayClient
+from mypypi2.spool import Spool, Stage
 from mypypi2.storage import Storage, storage_key
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.urls import redact_url
@@ -54,6 +62,10 @@ HEARTBEAT_SECONDS = 2.0
 LEASE_SECONDS = 10.0
 # How long a stopping worker waits for its downloads in flight before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 30.0
+# A follower whose relay stream was cut asks again this often, this many times in a row
+# without a byte, while the attempt lives (a leader that is gone stops answering for good).
+RELAY_RETRY_SECONDS = 0.5
+RELAY_RETRIES = 5
 
 
 class Downloads:
@@ -66,14 +78,23 @@ class Downloads:
         clients: Mapping[str, UpstreamClient],
         observer: observe.Observer,
         *,
+        secret: str | None = None,
+        advertise_url: str | None = None,
         clock: Clock = time.time,
     ) -> None:
+        """`secret` (the cluster's): stream from other replicas' relays; with
+        `advertise_url` too, relay the downloads led here to them."""
         self._db = db
         self._observer = observer
         self._storage = storage
         self._clients = clients
         self._clock = clock
+        self._secret = secret
+        self._advertise_url = advertise_url if secret is not None else None
+        self._relay_client = RelayClient(secret) if secret is not None else None
         self._spools: dict[int, Spool] = {}
+        # Downloads led by another worker of this host, mirrored for relays (by attempt).
+        self._relayed: dict[uuid.UUID, Spool] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
 
     async def stream(
@@ -89,28 +110,61 @@ class Downloads:
         if spool is None:
             spool = Spool(expected_size=row.size)
             self._spools[row.id] = spool
-            # The task belongs to no client: it runs to the end whoever disconnects.
-            task = asyncio.create_task(self._run(repository, row, spool))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(self._run(repository, row, spool))
         else:
             observe.joined()
-        reader = spool.read(self._storage)
-        first = await anext(reader, b"")
+        answer = await _reading(spool.read(self._storage), spool)
         if spool.followed:
             observe.joined()
         observe.answered_as("miss")
-        return spool.expected_size, _starting_with(first, reader)
+        return answer
+
+    async def relay(
+        self, file_id: int, attempt: uuid.UUID, start: int, presented: str
+    ) -> tuple[int | None, AsyncIterator[bytes]] | None:
+        """The bytes of download `attempt`, led on this host, from `start` on, for a follower
+        on another host (see relay.py); None unless the token is authentic and the attempt
+        is one this host relays. Returns once the first bytes may be sent, like `stream`."""
+        if (
+            self._secret is None
+            or self._advertise_url is None
+            or not relay.authentic(self._secret, file_id, attempt, presented)
+        ):
+            return None
+        spool = self._spools.get(file_id)
+        if spool is None or spool.attempt != attempt:
+            spool = self._relayed.get(attempt)
+        if spool is None:
+            record = await files_queries.get_download(self._db, file_id, LEASE_SECONDS)
+            if (
+                record is None
+                or record.attempt != attempt
+                or record.relay_url != self._advertise_url
+            ):
+                return None
+            row = await files_queries.get_by_id(self._db, file_id)
+            if row is None:
+                return None
+            spool = self._relayed[attempt] = Spool(attempt=attempt)
+            self._start(self._mirror(row, spool, attempt))
+        return await _reading(spool.read(self._storage, start), spool)
 
     async def close(self) -> None:
         """Let the downloads in flight finish, for a while, then cancel the rest: a client
         may hold every byte of a file whose commit to the store is still to come."""
-        if not self._tasks:
-            return
-        _, unfinished = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_SECONDS)
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
+        if self._tasks:
+            _, unfinished = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        if self._relay_client is not None:
+            await self._relay_client.close()
+
+    def _start(self, work: Coroutine[None, None, None]) -> None:
+        # The task belongs to no client: it runs to the end whoever disconnects.
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _forget(self, row: FileRow, spool: Spool) -> None:
         if self._spools.get(row.id) is spool:
@@ -140,6 +194,19 @@ class Downloads:
         else:
             self._forget(row, spool)
 
+    async def _mirror(self, row: FileRow, spool: Spool, attempt: uuid.UUID) -> None:
+        """Follow another worker's download `attempt` on this host, for relays only."""
+        try:
+            if not await self._follow(row, spool, attempt):
+                url = redact_url(row.upstream_url)
+                raise UpstreamError(url, "the download ended before its first byte")
+        except BaseException as exc:
+            spool.failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            del self._relayed[attempt]
+
     async def _attempt(self, repository: str, row: FileRow, spool: Spool) -> bool:
         """Lead a new download of the file or follow the one under way in another process.
 
@@ -150,7 +217,7 @@ class Downloads:
         stored = None
         async with self._db.connection() as connection:
             claim = await files_queries.claim_download(
-                connection, row.id, attempt, str(path), LEASE_SECONDS
+                connection, row.id, attempt, str(path), LEASE_SECONDS, self._advertise_url
             )
             if claim is None:
                 current = await files_queries.get_download(connection, row.id, LEASE_SECONDS)
@@ -173,7 +240,7 @@ class Downloads:
     async def _lead(
         self, repository: str, row: FileRow, spool: Spool, attempt: uuid.UUID, path: Path
     ) -> None:
-        spool.path = path
+        spool.path, spool.attempt = path, attempt
         heartbeat = asyncio.create_task(self._heartbeat(row, attempt))
         try:
             digest = await self._fetch(repository, row, spool, attempt, heartbeat)
@@ -228,6 +295,7 @@ class Downloads:
                     spool.grew(verifier.received)
         digest = verifier.verify()
         spool.verified()
+        await files_queries.set_download_verified(self._db, row.id, attempt)
         return digest
 
     async def _commit(
@@ -258,26 +326,108 @@ class Downloads:
         True once the file is stored; False when the attempt ended otherwise (its leader
         went away, or a newer attempt replaced it) before we had a byte of it."""
         url = redact_url(row.upstream_url)
-        while True:
-            if _spool_grew(spool):
-                await asyncio.sleep(FOLLOW_POLL_SECONDS)
-                continue
-            record = await files_queries.get_download(self._db, row.id, LEASE_SECONDS)
-            if record is not None and record.attempt == attempt and not record.stale:
-                if record.state == "failed":
-                    raise UpstreamError(url, "the download failed in another worker")
-                if record.state == "running" and spool.path is None:
-                    spool.expected_size = record.expected_size
-                    spool.path = Path(record.spool_path)
-                if record.state in ("claimed", "running"):
+        spool.attempt = attempt
+        relayed = self._storage.spool_dir / f"{attempt.hex}.relayed"
+        try:
+            while True:
+                if spool.path != relayed and _spool_grew(spool):
                     await asyncio.sleep(FOLLOW_POLL_SECONDS)
                     continue
-            stored = await files_queries.get_by_id(self._db, row.id)
-            if stored is not None and _mark_stored(spool, stored):
-                return True
-            if spool.written == 0:
-                return False
-            raise UpstreamError(url, "the downloading worker went away")
+                record = await files_queries.get_download(self._db, row.id, LEASE_SECONDS)
+                if record is not None and record.attempt == attempt and not record.stale:
+                    if record.state == "failed":
+                        raise UpstreamError(url, "the download failed in another worker")
+                    if record.state == "running" and spool.path is None:
+                        spool.expected_size = record.expected_size
+                        if self._relays_elsewhere(record):
+                            if not await self._pull_relay(row, spool, record, relayed):
+                                return False
+                            continue  # verified: the commit is still to come
+                        spool.path = Path(record.spool_path)
+                    if record.verified and spool.stage is Stage.RUNNING and _spool_full(spool):
+                        spool.verified()  # the leader's clients get the last byte now too
+                    if record.state in ("claimed", "running"):
+                        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+                        continue
+                stored = await files_queries.get_by_id(self._db, row.id)
+                if stored is not None and _mark_stored(spool, stored):
+                    return True
+                if spool.written == 0:
+                    return False
+                raise UpstreamError(url, "the downloading worker went away")
+        finally:
+            if spool.path == relayed:  # ours: the leader's spool is its own business
+                relayed.unlink(missing_ok=True)
+
+    def _relays_elsewhere(self, record: DownloadRow) -> bool:
+        """Whether the attempt is led on another host that relays it, and we may ask."""
+        return (
+            self._relay_client is not None
+            and record.relay_url is not None
+            and record.relay_url != self._advertise_url
+        )
+
+    async def _pull_relay(
+        self, row: FileRow, spool: Spool, record: DownloadRow, path: Path
+    ) -> bool:
+        """Stream the attempt from its leader's replica into a spool of ours at `path`,
+        verified as it comes; a stream cut short is resumed while the attempt lives.
+
+        True once every byte is here and verified; False, with nothing kept, when the
+        replica gave no byte and the attempt may be over (then look again)."""
+        url = redact_url(row.upstream_url)
+        verifier = Verifier(url, row.hashes, row.size)
+        verifier.announced(record.expected_size)
+        spool.expected_size = verifier.expected_size
+        spool.path = path
+        try:
+            received = await self._relay_into(row, spool, record, verifier)
+        except BaseException:
+            path.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
+            raise
+        if not received:
+            spool.path = None
+            path.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink
+            return False
+        verifier.verify()
+        spool.verified()
+        return True
+
+    async def _relay_into(
+        self, row: FileRow, spool: Spool, record: DownloadRow, verifier: Verifier
+    ) -> bool:
+        """`_pull_relay`'s loop: False when the replica gave no byte and the attempt may be
+        over; True at the stream's clean end."""
+        assert self._relay_client is not None and record.relay_url is not None
+        assert spool.path is not None
+        url = redact_url(row.upstream_url)
+        failures = 0
+        # Unbuffered, so our readers see every chunk at once, as in `_fetch`.
+        with open(spool.path, "wb", buffering=0) as out:  # noqa: ASYNC230
+            while True:
+                before = verifier.received
+                try:
+                    async with self._relay_client.pull(
+                        record.relay_url, row.id, record.attempt, verifier.received
+                    ) as chunks:
+                        async for chunk in chunks:
+                            verifier.update(chunk)  # before the write, as in `_fetch`
+                            out.write(chunk)
+                            spool.grew(verifier.received)
+                    break  # a clean end: the leader has verified every byte
+                except RelayUnavailable as exc:
+                    log.warning("following the download of %s: %s", url, exc)
+                failures = 0 if verifier.received > before else failures + 1
+                now = await files_queries.get_download(self._db, row.id, LEASE_SECONDS)
+                if now is not None and now.state == "failed" and now.attempt == record.attempt:
+                    raise UpstreamError(url, "the download failed in another replica")
+                gone = now is None or now.attempt != record.attempt or now.stale
+                if gone or failures >= RELAY_RETRIES:
+                    if spool.written == 0:
+                        return False
+                    raise UpstreamError(url, "the replica leading the download went away")
+                await asyncio.sleep(RELAY_RETRY_SECONDS)
+        return True
 
 
 def _spool_grew(spool: Spool) -> bool:
@@ -294,12 +444,29 @@ def _spool_grew(spool: Spool) -> bool:
     return True
 
 
+def _spool_full(spool: Spool) -> bool:
+    """Whether a followed spool the leader has verified holds every byte here and now (it
+    may already be on its way into the store)."""
+    _spool_grew(spool)
+    if spool.path is None or not spool.path.exists():
+        return False
+    return spool.expected_size is None or spool.written == spool.expected_size
+
+
 def _mark_stored(spool: Spool, row: FileRow) -> bool:
     """Whether the row says the file is stored (then so does the spool, for its readers)."""
     if row.stored_key is None or row.stored_size is None:
         return False
     spool.stored(row.stored_key, row.stored_size)
     return True
+
+
+async def _reading(
+    reader: AsyncGenerator[bytes, None], spool: Spool
+) -> tuple[int | None, AsyncIterator[bytes]]:
+    """The spool's size and its reader, once its first bytes may be sent."""
+    first = await anext(reader, b"")
+    return spool.expected_size, _starting_with(first, reader)
 
 
 async def _starting_with(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

@@ -111,3 +111,13 @@ class StartupError(Mypypi2Error):
         tools add hints and output below it), or its type when it has none."""
         lines = str(cause).strip().splitlines()
         return cls(f"{what}: {lines[0] if lines else type(cause).__name__}")
+
+
+class RelayUnavailable(Mypypi2Error):
+    """The replica leading a download did not relay its bytes to us (unreachable, refused,
+    or the stream was cut); `relay_url` names it."""
+
+    def __init__(self, relay_url: str, reason: str) -> None:
+        super().__init__(f"relay {relay_url}: {reason}")
+        self.relay_url = relay_url
+        self.reason = reason

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -107,6 +108,8 @@ class Files:
         *,
         cache_entries: int = 16384,
         offline: bool = False,
+        cluster_secret: str | None = None,
+        advertise_url: str | None = None,
         clock: Clock = time.time,
     ) -> None:
         self._offline = offline
@@ -117,7 +120,15 @@ class Files:
         self._storage = storage
         self._pages = pages
         self._clients = clients
-        self._downloads = Downloads(db, storage, clients, observer, clock=clock)
+        self._downloads = Downloads(
+            db,
+            storage,
+            clients,
+            observer,
+            secret=cluster_secret,
+            advertise_url=advertise_url,
+            clock=clock,
+        )
         self._fetching_metadata = Coalescer[int, bytes]()
         # Stored files and metadata never change: this worker remembers them, keyed by
         # (repository, project, filename), without asking the database again.
@@ -235,6 +246,12 @@ class Files:
     ) -> tuple[int | None, AsyncIterator[bytes]]:
         """Join (or start) the one download of a file: see `Downloads.stream`."""
         return await self._downloads.stream(repository, pending.row)
+
+    async def relay(
+        self, file_id: int, attempt: uuid.UUID, start: int, token: str
+    ) -> tuple[int | None, AsyncIterator[bytes]] | None:
+        """A download led on this host, for another replica: see `Downloads.relay`."""
+        return await self._downloads.relay(file_id, attempt, start, token)
 
     async def metadata(self, repository: str, project: str, filename: str) -> Metadata:
         """The PEP 658 metadata of a file whose page advertises it, verified and kept."""

@@ -17,20 +17,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import suppress
+from functools import partial
 
 from mypypi2 import freshness, observe
 from mypypi2.clock import Clock
 from mypypi2.config import RepositoryConfig
 from mypypi2.db import Database
-from mypypi2.errors import DatabaseUnavailable, ProjectNotFound, RepositoryNotFound
+from mypypi2.errors import (
+    DatabaseUnavailable,
+    ProjectNotFound,
+    RepositoryNotFound,
+    StoredObjectMissing,
+)
 from mypypi2.lru import LRU
 from mypypi2.page_kinds import Kind, M, ProjectListKind, ProjectPageKind
 from mypypi2.page_refresh import PageRefresh
-from mypypi2.queries import Executor, leases, project_lists, projects
+from mypypi2.queries import Executor, leases, page_renderings, project_lists, projects
 from mypypi2.queries.notifications import Purged
-from mypypi2.snapshot import STALE_DATABASE, Snapshot
+from mypypi2.shared_renderings import SharedRenderings
+from mypypi2.snapshot import STALE_DATABASE, Snapshot, StoredBody
 from mypypi2.upstream.client import UpstreamClient
 from mypypi2.upstream.coalesce import Coalescer
 
@@ -46,6 +53,8 @@ class Pages:
         *,
         base_url: str = "",
         cache_entries: int = 4096,
+        memory: int | None = None,
+        shared: SharedRenderings | None = None,
         offline: bool = False,
         clock: Clock = time.time,
     ) -> None:
@@ -53,8 +62,12 @@ class Pages:
         self._repositories = repositories
         self._clients = clients
         self.base_url = base_url.rstrip("/")
-        # This worker's snapshots, by (repository, project name or "" for the list).
-        self.cache: LRU[tuple[str, str], Snapshot] = LRU(cache_entries)
+        # This worker's snapshots, by (repository, project name or "" for the list), within
+        # `memory` bytes of renderings held (a large page's are in the store: `shared`).
+        self.cache: LRU[tuple[str, str], Snapshot] = LRU(
+            cache_entries, budget=memory, weigh=Snapshot.held_bytes
+        )
+        self._shared = shared
         self._coalescer: Coalescer[tuple[str, str], Snapshot] = Coalescer()
         self._refresh = PageRefresh(database, self.cache.get, offline=offline, clock=clock)
         self._background: set[asyncio.Task[None]] = set()
@@ -92,7 +105,8 @@ class Pages:
         config = self._repository(repository)
         snapshot = self._cached((repository, name), config, revalidate)
         if snapshot is None:
-            kind = ProjectPageKind(config, name, self._clients[repository], self.base_url)
+            client = self._clients[repository]
+            kind = ProjectPageKind(config, name, client, self.base_url, self._shared)
             snapshot = await self._serve(kind, revalidate)
         if not snapshot.found:
             raise ProjectNotFound(repository, name)
@@ -102,12 +116,10 @@ class Pages:
         config = self._repository(repository)
         snapshot = self._cached((repository, ""), config, revalidate)
         if snapshot is None:
-            kind = ProjectListKind(config, self._clients[repository], self.base_url)
+            client = self._clients[repository]
+            kind = ProjectListKind(config, client, self.base_url, self._shared)
             snapshot = await self._serve(kind, revalidate)
         return snapshot
-
-    async def ping_database(self) -> None:
-        await self._db.ping()
 
     def has_repository(self, name: str) -> bool:
         """Whether `name` is a configured repository (routes check it before redirecting)."""
@@ -202,7 +214,20 @@ class Pages:
             self._database_down = False
             log.warning("the database answers again")
         self.cache.put(kind.key, snapshot)
+        snapshot.on_growth = partial(self.cache.reweigh, kind.key)
         return snapshot
+
+    async def open_stored(self, body: StoredBody) -> AsyncIterator[bytes]:
+        """The chunks of a large page's rendering. When the store lost it, the snapshot is
+        forgotten and its renderings made again by the next request; StoredObjectMissing."""
+        assert self._shared is not None  # only a snapshot with shared renderings has one
+        try:
+            return await self._shared.open(body)
+        except StoredObjectMissing:
+            self.cache.pop(body.page)
+            async with self._db.connection() as connection:
+                await page_renderings.delete_key(connection, body.key)
+            raise
 
 
 async def purge(db: Executor, repository: str, names: list[str] | None) -> int:

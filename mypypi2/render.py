@@ -13,6 +13,8 @@ optional keys).
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Iterator
 from html import escape
 from urllib.parse import quote
 
@@ -34,6 +36,11 @@ _BASELINE = "1.0"
 _LIST_API_VERSION = _LATEST
 
 _ALLOWED = frozenset(ALLOWED_HASHES)
+# A project list whose names, one a line, contain nothing else renders without escaping.
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9._\n-]")
+# PEP 503 normalization of such names: `_` and `.` become `-`, then runs of `-` one.
+_SEPARATORS_TO_DASH = str.maketrans("_.", "--")
+_NAMES_PER_CHUNK = 10_000
 # One hash goes in an HTML fragment or a metadata attribute (PEP 503 / PEP 658): sha256 as
 # everybody expects, else the strongest available. Never sha1: uv rejects it.
 _FRAGMENT_PREFERENCE = ("sha256", "sha512", "sha384", "blake2b", "md5")
@@ -140,18 +147,46 @@ def project_json(page: ProjectPage, files_prefix: str) -> bytes:
 
 
 def index_html(projects: ProjectList, projects_prefix: str) -> bytes:
-    parts = [
-        "<!DOCTYPE html>\n<html>\n  <head>\n",
-        f'    <meta name="pypi:repository-version" content="{_LIST_API_VERSION}">\n',
-        "    <title>Simple index</title>\n  </head>\n  <body>\n",
-    ]
+    return b"".join(index_html_chunks(projects, projects_prefix))
+
+
+def index_html_chunks(projects: ProjectList, projects_prefix: str) -> Iterator[bytes]:
+    """`index_html` in pieces of a few thousand names: a list of 700,000 is written to the
+    store without its 47 MB (and 700,000 strings at once) in memory."""
+    yield (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        f'    <meta name="pypi:repository-version" content="{_LIST_API_VERSION}">\n'
+        "    <title>Simple index</title>\n  </head>\n  <body>\n"
+    ).encode()
     prefix = escape(projects_prefix)
-    for display in projects.names:
-        # PEP 503: the href is the normalized name, the text the name as displayed.
+    names = projects.names
+    for start in range(0, len(names), _NAMES_PER_CHUNK):
+        yield _anchors(names[start : start + _NAMES_PER_CHUNK], prefix).encode()
+    yield b"  </body>\n</html>\n"
+
+
+def _anchors(names: tuple[str, ...], prefix: str) -> str:
+    # PEP 503: the href is the normalized name, the text the name as displayed.
+    plain = "\n".join(names)
+    # One line per name: no name holds a line break of its own.
+    if plain.count("\n") == len(names) - 1 and not _NOT_PLAIN.search(plain):
+        # Every name is in PEP 508's alphabet (the whole public index, in practice): nothing
+        # to escape or quote, and all of them normalize in two passes over one string
+        # instead of a call per name (700,000 names: a tenth of the time).
+        hrefs = plain.lower().translate(_SEPARATORS_TO_DASH)
+        while "--" in hrefs:
+            hrefs = hrefs.replace("--", "-")
+        return "".join(
+            [
+                f'<a href="{prefix}{href}/">{display}</a><br />\n'
+                for href, display in zip(hrefs.split("\n"), names, strict=True)
+            ]
+        )
+    parts = []
+    for display in names:
         href = _name_segment(normalize(display))
         parts.append(f'<a href="{prefix}{escape(href)}/">{escape(display)}</a><br />\n')
-    parts.append("  </body>\n</html>\n")
-    return "".join(parts).encode()
+    return "".join(parts)
 
 
 def index_json(projects: ProjectList, projects_prefix: str) -> bytes:
@@ -161,6 +196,33 @@ def index_json(projects: ProjectList, projects_prefix: str) -> bytes:
         projects=[_ProjectName(name) for name in projects.names],
     )
     return _encoder.encode(document)
+
+
+def index_json_chunks(projects: ProjectList, projects_prefix: str) -> Iterator[bytes]:
+    """`index_json`, byte for byte, in pieces (as `index_html_chunks`)."""
+    empty = _encoder.encode(
+        _Index(meta=_meta(_LIST_API_VERSION, projects.last_serial), projects=[])
+    )
+    head, tail = empty[:-2], empty[-2:]  # `...,"projects":[` and `]}`
+    yield head
+    names = projects.names
+    for start in range(0, len(names), _NAMES_PER_CHUNK):
+        batch = _encoder.encode([_ProjectName(n) for n in names[start : start + _NAMES_PER_CHUNK]])
+        yield (b"," if start else b"") + batch[1:-1]
+    yield tail
+
+
+def index_size(projects: ProjectList, projects_prefix: str) -> int:
+    """About the size of `index_html` (the larger rendering), without rendering it."""
+    names = projects.names
+    return 2 * sum(map(len, names)) + len(names) * (len(projects_prefix) + 22)
+
+
+def project_size(page: ProjectPage, files_prefix: str) -> int:
+    """About the size of the larger rendering of `page` (JSON, with every key), without
+    rendering it: the filename twice, the prefix, a sha256 and the keys around them."""
+    per_file = len(files_prefix) + 400
+    return sum(2 * len(file.filename) + per_file for file in page.files)
 
 
 def _meta(version: str, last_serial: int | None) -> _Meta:

@@ -12,6 +12,12 @@ connections, and the kernel queues `backlog` more. Half-sent requests (slowloris
 slot for `header-timeout` seconds and need thousands per worker to fill the cap. (granian's
 own defaults held them for 30 s and capped all workers together at 1,024 connections: 1,100
 such connections kept every other client out; bench/slowloris.py measures it.)
+
+Shutdown (`Shutdown`) lets a load balancer stop sending before connections close: SIGTERM
+creates the shutdown flag, which turns every worker's `/-/ready` to 503 at once, while the
+workers go on serving for `drain-time`; then the server stops taking connections and
+requests and downloads in flight get `stop-timeout` to finish before the workers are
+killed. SIGINT (Ctrl-C at a terminal), or a second signal, skips the drain.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import multiprocessing
 import resource
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from mypypi2 import logs
@@ -90,12 +100,44 @@ def connections_per_worker(server: ServerConfig, open_files: int) -> int:
     return min(server.worker_connections, allowed)
 
 
-def run_granian(server: ServerConfig, workers: int, log_format: LogFormat) -> None:
-    from granian import Granian
+class Shutdown:
+    """What SIGTERM and SIGINT do to `serve`: see the module docstring."""
+
+    def __init__(self, flag: Path, drain_time: float, stop: Callable[[], None]) -> None:
+        self._flag = flag
+        self._drain_time = drain_time
+        self._stop = stop
+        self._draining = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        self._flag.touch()
+        if signum == signal.SIGTERM and self._drain_time > 0 and not self._draining:
+            self._draining = True
+            log.info("stopping in %g s (drain-time); not ready meanwhile", self._drain_time)
+            timer = threading.Timer(self._drain_time, self._stop)
+            timer.daemon = True
+            timer.start()
+        else:
+            self._stop()
+
+
+def run_granian(
+    server: ServerConfig, workers: int, shutdown_flag: Path, log_format: LogFormat
+) -> None:
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
+    from granian.server import MPServer  # what `granian.Granian` is on a GIL build
 
-    Granian(
+    class DrainingGranian(MPServer):
+        # The main process's handler of SIGINT and SIGTERM (granian's own stops at once).
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            shutdown.handle(*args)
+
+        def stop(self) -> None:
+            super().signal_handler_interrupt()  # type: ignore[no-untyped-call]
+
+    shutdown = Shutdown(shutdown_flag, server.drain_time, lambda: granian.stop())
+    granian = DrainingGranian(
         APPLICATION,
         address=server.host,
         port=server.port,
@@ -107,13 +149,17 @@ def run_granian(server: ServerConfig, workers: int, log_format: LogFormat) -> No
         backpressure=connections_per_worker(server, raise_open_file_limit()),
         http1_settings=HTTP1Settings(header_read_timeout=round(server.header_timeout * 1000)),
         respawn_failed_workers=True,
+        # Workers finish their connections when stopped (responses in flight included);
+        # those still at it after stop-timeout are killed.
+        workers_kill_timeout=math.ceil(server.stop_timeout),
         # Its lines in our format; the access log is ours (one line per request, with ids).
         log_dictconfig=logs.dict_config(log_format),
         log_access=False,
-    ).serve()
+    )
+    granian.serve()
 
 
-def run_hypercorn(server: ServerConfig, workers: int) -> int:
+def run_hypercorn(server: ServerConfig, workers: int, shutdown_flag: Path) -> int:
     from hypercorn.asyncio.run import asyncio_worker
     from hypercorn.config import Config as HypercornConfig
 
@@ -128,6 +174,8 @@ def run_hypercorn(server: ServerConfig, workers: int) -> int:
     # request head is complete: it is the header timeout. (Its read timeout is not: that
     # would also cut a download to a client that sends nothing meanwhile.)
     config.keep_alive_timeout = server.header_timeout
+    # How long a stopping worker lets requests in flight finish before it cancels them.
+    config.graceful_timeout = server.stop_timeout
     config.accesslog = None
     # A logger, not "-": hypercorn then adds no handler of its own and its lines go out
     # once, through the worker's root handler, instead of twice.
@@ -139,20 +187,30 @@ def run_hypercorn(server: ServerConfig, workers: int) -> int:
             asyncio_worker,
             {"config": config, "sockets": sockets},
             stop_wait=config.graceful_timeout + _STOP_GRACE,
+            shutdown_flag=shutdown_flag,
+            drain_time=server.drain_time,
         )
     finally:
         for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
             sock.close()
 
 
-def _supervise(count: int, target: Any, kwargs: dict[str, Any], *, stop_wait: float) -> int:
+def _supervise(
+    count: int,
+    target: Any,
+    kwargs: dict[str, Any],
+    *,
+    stop_wait: float,
+    shutdown_flag: Path,
+    drain_time: float,
+) -> int:
     """Run `count` processes of `target(**kwargs, shutdown_event=...)` until SIGINT or
-    SIGTERM, replacing any that dies; 1 when one could not be replaced."""
+    SIGTERM (see `Shutdown`), replacing any that dies; 1 when one could not be replaced."""
     context = multiprocessing.get_context("spawn")
     shutdown = context.Event()
     stopping = False
 
-    def stop(signum: int, frame: object) -> None:
+    def stop() -> None:
         nonlocal stopping
         stopping = True
         shutdown.set()
@@ -168,8 +226,9 @@ def _supervise(count: int, target: Any, kwargs: dict[str, Any], *, stop_wait: fl
             signal.signal(signal.SIGINT, previous)
         return process
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    handler = Shutdown(shutdown_flag, drain_time, stop).handle
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
     # Each worker, and when it was started as a replacement (None: one of the first).
     running: dict[BaseProcess, float | None] = {spawn(): None for _ in range(count)}
     status = 0

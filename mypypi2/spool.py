@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,11 @@ class Stage(enum.Enum):
 
 @dataclass(eq=False)
 class Spool:
-    """What arrived of one download so far (led here or followed in another process)."""
+    """What arrived of one download so far: led here, followed in another process of this
+    host, or relayed from the leader's replica on another host."""
 
     expected_size: int | None = None
+    attempt: uuid.UUID | None = None  # the download's, once led or joined (for relays)
     path: Path | None = None  # once the leader has begun writing it
     written: int = 0
     stage: Stage = Stage.RUNNING
@@ -73,9 +76,10 @@ class Spool:
         )
         return max(arrived - 1, 0)
 
-    async def read(self, storage: Storage) -> AsyncGenerator[bytes, None]:
-        """Every byte of the file, as it becomes readable; raises the download's error."""
-        position = 0
+    async def read(self, storage: Storage, start: int = 0) -> AsyncGenerator[bytes, None]:
+        """Every byte of the file from `start` on, as it becomes readable; raises the
+        download's error."""
+        position = start
         spool = None
         try:
             while True:
@@ -86,6 +90,7 @@ class Spool:
                     # Gone when renamed into the store or on another host: read from the store.
                     with contextlib.suppress(FileNotFoundError):
                         spool = open(self.path, "rb")  # noqa: SIM115, ASYNC230
+                        spool.seek(position)
                 if spool is None and self.stage is Stage.STORED:
                     assert self.stored_key is not None
                     async for chunk in await storage.open(self.stored_key, position, self.written):

@@ -107,11 +107,14 @@ async def start_cache(
         storage: StorageConfig | None = None,
         offline: bool = False,
         wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+        store_pages_above: int | None = None,
     ) -> RunningCache:
+        threshold = {} if store_pages_above is None else {"store_pages_above": store_pages_above}
+        server = ServerConfig(base_url=base_url, **threshold)  # type: ignore[arg-type]
         config = Config(
             data_dir=str(tmp_path / "data"),
             offline=offline,
-            server=ServerConfig(base_url=base_url),
+            server=server,
             storage=storage or StorageConfig(),
             repositories=repositories or (repository("pypi", upstream),),
         )

@@ -25,6 +25,7 @@ from mypypi2.config.handoff import (
 from mypypi2.config.loading import data_dir, default_upstream, find_config_file, load
 from mypypi2.config.options import (
     SERVERS,
+    ClusterConfig,
     Config,
     DatabaseConfig,
     LogFormat,
@@ -51,6 +52,7 @@ __all__ = [
     "METRICS_DIR_VARIABLE",
     "REDACTED",
     "SERVERS",
+    "ClusterConfig",
     "Config",
     "DatabaseConfig",
     "FileHost",

@@ -17,10 +17,11 @@ class WorkerHandoff(msgspec.Struct, frozen=True):
 
     config: Config
     dsn: str
+    shutdown_flag: str = ""  # created by `serve` when it starts shutting down (see servers.py)
 
 
-def encode_handoff(config: Config, dsn: str) -> str:
-    return msgspec.json.encode(WorkerHandoff(config, dsn)).decode()
+def encode_handoff(config: Config, dsn: str, shutdown_flag: str = "") -> str:
+    return msgspec.json.encode(WorkerHandoff(config, dsn, shutdown_flag)).decode()
 
 
 def decode_handoff(text: str) -> WorkerHandoff:

@@ -208,6 +208,27 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rena
     cache_entries: Annotated[
         int, Meta(ge=1, description="Rendered pages each worker keeps in memory (a count).")
     ] = 4096
+    page_memory: Annotated[
+        Bytes,
+        Meta(
+            gt=0,
+            description="Memory each worker gives to the renderings of the pages it keeps "
+            "(bodies and their compressed forms); the least recently used go first. Pages "
+            "rendered in the store (store-pages-above) do not count: they are not held.",
+            examples=["256MB"],
+        ),
+    ] = 64 * MIB
+    store_pages_above: Annotated[
+        Bytes,
+        Meta(
+            gt=0,
+            description="Pages whose rendering would be larger than this (the project list of "
+            "a large index, pages of thousands of files) are rendered and compressed once per "
+            "revision for the whole deployment, kept in the store (under .pages/) and streamed "
+            "from there; no worker holds them.",
+            examples=["1MB"],
+        ),
+    ] = 4 * MIB
     header_timeout: Annotated[
         Seconds,
         Meta(
@@ -235,6 +256,24 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rena
             "caps it at net.core.somaxconn).",
         ),
     ] = 4096
+    drain_time: Annotated[
+        Seconds,
+        Meta(
+            ge=0,
+            description="On SIGTERM, how long every worker goes on serving while /-/ready "
+            "answers 503, before the server stops taking connections: the time load balancers "
+            "get to notice and send clients elsewhere. SIGINT (Ctrl-C) skips it.",
+        ),
+    ] = 5.0
+    stop_timeout: Annotated[
+        Seconds,
+        Meta(
+            gt=0,
+            description="Once the server stops taking connections, how long requests and "
+            "downloads in flight get to finish before the workers are killed. drain-time "
+            "plus this should fit the orchestrator's grace period (Kubernetes: 30 s).",
+        ),
+    ] = 20.0
 
     def __post_init__(self) -> None:
         if self.base_url:
@@ -384,6 +423,44 @@ class StorageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
             raise ValueError("set both access-key-id and secret-access-key, or neither")
 
 
+class ClusterConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="kebab"):
+    """Replicas on several hosts: a file still downloading on one replica streams to the
+    clients of the others over an internal, authenticated relay (GET /-/relay/...)."""
+
+    secret: Annotated[
+        str | None,
+        Meta(
+            description="A shared secret, the same on every replica, that authenticates relay "
+            "requests between them. Default: none, and then no replica relays: a client of "
+            "another host waits, receiving nothing, until the file is stored. Better kept out "
+            "of files: MYPYPI2_CLUSTER__SECRET. At least 16 characters.",
+            examples=["change-me-to-32-random-characters"],
+        ),
+    ] = None
+    advertise_url: Annotated[
+        str,
+        Meta(
+            description="Where the other replicas reach this one's serving port, as "
+            '"http://address:port" (a pod IP, a host name). Empty: http://<server host>:<port> '
+            "when the host is one address rather than a loopback or wildcard one; else this "
+            "replica relays to nobody (it still streams from others).",
+            examples=["http://10.0.3.7:8000"],
+        ),
+    ] = ""
+
+    def __post_init__(self) -> None:
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError("secret must have at least 16 characters")
+        if self.advertise_url:
+            parts = urlsplit(self.advertise_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"advertise-url {self.advertise_url!r} is not an http(s) URL")
+            if parts.query or parts.fragment or parts.path.strip("/"):
+                raise ValueError(
+                    f"advertise-url {self.advertise_url!r} must be a scheme, host and port only"
+                )
+
+
 LogFormat = Literal["text", "json"]
 
 
@@ -431,6 +508,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="ke
     server: Annotated[ServerConfig, _section(ServerConfig)] = ServerConfig()
     database: Annotated[DatabaseConfig, _section(DatabaseConfig)] = DatabaseConfig()
     storage: Annotated[StorageConfig, _section(StorageConfig)] = StorageConfig()
+    cluster: Annotated[ClusterConfig, _section(ClusterConfig)] = ClusterConfig()
     logging: Annotated[LoggingConfig, _section(LoggingConfig)] = LoggingConfig()
     repositories: Annotated[
         tuple[RepositoryConfig, ...],

@@ -15,11 +15,13 @@ def to_toml(config: Config, *, redact: bool) -> str:
     """The resolved configuration as TOML (for `mypypi2 config --show`).
 
     `redact` replaces passwords (also those inside the database and upstream URLs), secret
-    keys and extra upstream headers (tokens, mostly)."""
+    keys, the cluster secret and extra upstream headers (tokens, mostly)."""
     settings = msgspec.to_builtins(config)
     if redact:
         if settings["storage"].get("secret-access-key") is not None:
             settings["storage"]["secret-access-key"] = REDACTED
+        if settings["cluster"].get("secret") is not None:
+            settings["cluster"]["secret"] = REDACTED
         settings["database"]["url"] = redact_url(settings["database"]["url"])
         for repository in settings["repositories"]:
             if repository.get("password") is not None:

@@ -32,6 +32,8 @@ class DownloadRow(msgspec.Struct, frozen=True):
     expected_size: int | None
     state: str  # claimed (upstream not answered yet), running, done, failed
     stale: bool  # the leader has not renewed its claim within the lease: it is gone
+    relay_url: str | None  # where the leader's replica relays the bytes to other hosts
+    verified: bool  # every byte is in the leader's spool, verified (the commit to come)
 
 
 # A FileRow's columns (of `files f`), named after its fields: a column is added in one place.
@@ -112,18 +114,18 @@ UPDATE files SET metadata_body = $2 WHERE id = $1 AND core_metadata = $3::jsonb
 # Take the download of a file unless a live leader holds it: no row yet, the last attempt
 # ended, or its leader stopped renewing the claim ($4 seconds). Returns a row only when the
 # claim is ours, with the spool path of the attempt it replaces (garbage if that leader
-# died on this host).
+# died on this host). $5: where this replica relays the download to others (or NULL).
 CLAIM_DOWNLOAD = """
 WITH previous AS (
     SELECT spool_path FROM file_downloads WHERE file_id = $1
 ), claimed AS (
     INSERT INTO file_downloads AS d (file_id, attempt, spool_path, expected_size, state,
-                                     started_at, heartbeat_at)
-    VALUES ($1, $2, $3, NULL, 'claimed', clock_timestamp(), clock_timestamp())
+                                     started_at, heartbeat_at, relay_url)
+    VALUES ($1, $2, $3, NULL, 'claimed', clock_timestamp(), clock_timestamp(), $5)
     ON CONFLICT (file_id) DO UPDATE
     SET attempt = EXCLUDED.attempt, spool_path = EXCLUDED.spool_path, expected_size = NULL,
         state = 'claimed', started_at = EXCLUDED.started_at,
-        heartbeat_at = EXCLUDED.heartbeat_at
+        heartbeat_at = EXCLUDED.heartbeat_at, relay_url = EXCLUDED.relay_url, verified = false
     WHERE d.state NOT IN ('claimed', 'running')
        OR d.heartbeat_at < clock_timestamp() - make_interval(secs => $4)
     RETURNING attempt
@@ -145,9 +147,15 @@ WHERE file_id = $1 AND attempt = $2
 
 UPDATE_DOWNLOAD_STATE = "UPDATE file_downloads SET state = $3 WHERE file_id = $1 AND attempt = $2"
 
+# Every byte is in the spool and verified: relays may end their streams.
+UPDATE_DOWNLOAD_VERIFIED = """
+UPDATE file_downloads SET verified = true WHERE file_id = $1 AND attempt = $2
+"""
+
 SELECT_DOWNLOAD = """
 SELECT attempt, spool_path, expected_size, state,
-       heartbeat_at < clock_timestamp() - make_interval(secs => $2) AS stale
+       heartbeat_at < clock_timestamp() - make_interval(secs => $2) AS stale,
+       relay_url, verified
 FROM file_downloads WHERE file_id = $1
 """
 
@@ -204,10 +212,15 @@ class Claim(msgspec.Struct, frozen=True):
 
 
 async def claim_download(
-    db: Executor, file_id: int, attempt: uuid.UUID, spool_path: str, lease_seconds: float
+    db: Executor,
+    file_id: int,
+    attempt: uuid.UUID,
+    spool_path: str,
+    lease_seconds: float,
+    relay_url: str | None = None,
 ) -> Claim | None:
     """Become the one downloader of a file; None when a live leader has it."""
-    row = await db.fetchrow(CLAIM_DOWNLOAD, file_id, attempt, spool_path, lease_seconds)
+    row = await db.fetchrow(CLAIM_DOWNLOAD, file_id, attempt, spool_path, lease_seconds, relay_url)
     return Claim(row["previous_spool"]) if row is not None else None
 
 
@@ -224,6 +237,10 @@ async def set_download_running(
 
 async def set_download_state(db: Executor, file_id: int, attempt: uuid.UUID, state: str) -> None:
     await db.execute(UPDATE_DOWNLOAD_STATE, file_id, attempt, state)
+
+
+async def set_download_verified(db: Executor, file_id: int, attempt: uuid.UUID) -> None:
+    await db.execute(UPDATE_DOWNLOAD_VERIFIED, file_id, attempt)
 
 
 async def get_download(db: Executor, file_id: int, lease_seconds: float) -> DownloadRow | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -12,8 +13,8 @@ from mypypi2 import names
 from mypypi2.errors import ProjectNotFound, RepositoryNotFound
 from mypypi2.negotiate import HTML_V1, JSON_V1, negotiate
 from mypypi2.pages import Pages
-from mypypi2.routes.headers import RawResponse, page_answer
-from mypypi2.snapshot import Snapshot
+from mypypi2.routes.headers import PathResponse, RawResponse, StreamedResponse, page_answer
+from mypypi2.snapshot import Snapshot, StoredBody
 
 # The PEP 691 path variants: the segments after `simple/` that are not project names.
 _FORMAT_SEGMENTS = frozenset({"v1+json", "v1+html"})
@@ -132,7 +133,14 @@ async def _page_response(request: Request, snapshot: Snapshot, media_type: str) 
         headers.get("if-none-match"),
         headers.get("if-modified-since"),
     )
-    return RawResponse(status, raw_headers, body)
+    if not isinstance(body, StoredBody):
+        return RawResponse(status, raw_headers, body)
+    # A lost object is found out here, before any byte: StoredObjectMissing (503), and the
+    # next request makes the renderings again.
+    pathsend = "http.response.pathsend" in request.scope.get("extensions", {})
+    if pathsend and body.path is not None and os.path.isfile(body.path):  # noqa: ASYNC240
+        return PathResponse(status, raw_headers, body.path)
+    return StreamedResponse(status, raw_headers, await _pages(request).open_stored(body))
 
 
 # PEP 691 path variants (`v1+json/`, `v1+html/`) force a format whatever Accept says; no

@@ -22,6 +22,7 @@ from mypypi2.files import METADATA_SUFFIX, Files
 from mypypi2.negotiate import negotiate
 from mypypi2.pages import Pages
 from mypypi2.routes.headers import page_answer
+from mypypi2.snapshot import StoredBody
 
 
 class WarmPath:
@@ -75,6 +76,16 @@ async def _page(pages: Pages, repository: str, name: str, scope: Scope, send: Se
         None if if_none_match is None else if_none_match.decode("latin-1"),
         None if if_modified_since is None else if_modified_since.decode("latin-1"),
     )
+    if isinstance(body, StoredBody):
+        # A large page's body in the store: sent zero-copy when it is a local file and the
+        # server can, else the route streams it.
+        if body.path is None or "http.response.pathsend" not in scope.get("extensions", {}):
+            return False
+        if not os.path.isfile(body.path):  # noqa: ASYNC240 - lost by the store: the route says so
+            return False
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.pathsend", "path": body.path})
+        return True
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})
     return True

@@ -7,6 +7,9 @@ visible under a key before `commit` returns, so a reader never sees a partial ob
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -85,3 +88,28 @@ def _key_name(filename: str) -> str:
         return filename
     tail = encoded[-MAX_KEY_NAME_BYTES:].decode(errors="ignore")  # drop a split character
     return tail.lstrip(".") or "file"
+
+
+# Where readiness probes write (see `probe`): stored keys start with a repository name, which
+# starts with a letter or digit, so no stored file can ever live under this prefix.
+PROBE_PREFIX = ".probe"
+_PROBE_BODY = b"mypypi2 readiness probe\n"
+
+
+async def probe(storage: Storage) -> None:
+    """Write, read back and delete a small object the way a download does (spool, commit,
+    open, delete); raises what the store raised. The key is this process's own, so probes
+    of other workers and replicas never meet it, and a probe cut short is overwritten by
+    the next one instead of piling up."""
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    key = f"{PROBE_PREFIX}/{name}"
+    spool = storage.spool_dir / f"{name}.probe"
+    await asyncio.to_thread(spool.write_bytes, _PROBE_BODY)
+    try:
+        await storage.commit(key, spool, len(_PROBE_BODY))
+    finally:
+        spool.unlink(missing_ok=True)  # a failed commit may leave it
+    read = b"".join([chunk async for chunk in await storage.open(key, 0, len(_PROBE_BODY))])
+    await storage.delete(key)
+    if read != _PROBE_BODY:
+        raise OSError(f"the store gave back other bytes than written under {key!r}")

@@ -51,6 +51,15 @@ _ATTR = re.compile(
 )
 # The usual shape of a project list entry's rest, `name</a>`, read in one match.
 _TEXT_THEN_END_OF_ANCHOR = re.compile(rf"([^<]*+)</[aA](?=[{_WS}/>]){_ATTRS}>")
+# A run of project list entries in their usual shape, `<a href="...">name</a><br />`, each
+# as the tokenizer would read it (a double-quoted href, plain text, an optional `<br>`):
+# the list scan takes a whole run in one match, then only the names out of it (PEP 503
+# lists of several hundred thousand names are otherwise two tokens per name in Python).
+_PLAIN_ENTRY = rf"""<[aA][{_WS}]++[hH][rR][eE][fF]="[^"]*+"[{_WS}]*+>([^<]*+)</[aA]>"""
+_PLAIN_ENTRIES = re.compile(rf"(?:[{_WS}]*+{_PLAIN_ENTRY}(?:[{_WS}]*+<[bB][rR][{_WS}]*+/?>)?)++")
+# Within a run, each match starts at an entry's `<a` (never inside an href: the run is
+# entries back to back, and findall resumes after each `</a>`).
+_PLAIN_NAME = re.compile(_PLAIN_ENTRY)
 # Elements whose content is text, not markup (HTMLParser's CDATA_CONTENT_ELEMENTS).
 _RAW_TEXT_END = {
     tag: re.compile(rf"</{tag}(?=[{_WS}/>]|\Z)", re.IGNORECASE) for tag in ("script", "style")
@@ -87,7 +96,16 @@ class HtmlScanner:
         self._pending = ""
         pos = 0
         search = _TOKEN.search
-        while (token := search(buf, pos)) is not None:
+        plain = _PLAIN_ENTRIES.match if self._anchor_text else None
+        while True:
+            if plain is not None and self._open is None and (run := plain(buf, pos)):
+                self._saw_markup = True
+                for name in _PLAIN_NAME.findall(buf, pos, run.end()):
+                    self._add_name(name)
+                pos = run.end()
+            token = search(buf, pos)
+            if token is None:
+                break
             start = token.start()
             if self._open is not None and start > pos:
                 self._open.append(buf[pos:start])

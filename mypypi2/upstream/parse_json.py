@@ -22,6 +22,7 @@ import msgspec
 from mypypi2.errors import MalformedPage
 from mypypi2.models import FileEntry, ProjectList, ProjectPage
 from mypypi2.upstream.parse_rules import (
+    NUL,
     DropLog,
     Resolver,
     bigint,
@@ -81,6 +82,12 @@ class _Project(msgspec.Struct, gc=False):
     name: object = None
 
 
+class _NamedProject(msgspec.Struct, gc=False):
+    """The usual shape of a list entry, checked by msgspec itself (no Python per name)."""
+
+    name: str
+
+
 _PAGE = msgspec.json.Decoder(_Page)
 _META = msgspec.json.Decoder(_Meta)
 _STATUS = msgspec.json.Decoder(_Status)
@@ -88,6 +95,7 @@ _FILES = msgspec.json.Decoder(list[_File])
 _FILE = msgspec.json.Decoder(_File)
 _LIST = msgspec.json.Decoder(_List)
 _PROJECTS = msgspec.json.Decoder(list[_Project])
+_NAMED_PROJECTS = msgspec.json.Decoder(list[_NamedProject])
 _PROJECT = msgspec.json.Decoder(_Project)
 _ENTRIES = msgspec.json.Decoder(list[msgspec.Raw])
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -139,6 +147,9 @@ class JsonListParser:
 def _list_names(body: bytearray, drops: DropLog) -> tuple[list[str], int | None]:
     top = _decode_top(body, _LIST)
     serial = _read_meta(top.meta)
+    names = _plain_names(top.projects)
+    if names is not None:
+        return names, serial
     projects = _decode_each(top.projects, _PROJECTS, _PROJECT, drops, "projects")
     names = [name for p in projects if (name := storable_text(p.name)) is not None]
     if len(names) < len(projects):
@@ -146,6 +157,18 @@ def _list_names(body: bytearray, drops: DropLog) -> tuple[list[str], int | None]
             if storable_text(project.name) is None:
                 drops.drop("the whole entry", project.name, "name is not a string of text")
     return names, serial
+
+
+def _plain_names(raw: msgspec.Raw) -> list[str] | None:
+    """Every name, when every entry has a name that is a storable string (the common case:
+    checked in bulk, 700,000 names cost a third of the per-entry pass); None otherwise."""
+    try:
+        names = [project.name for project in _NAMED_PROJECTS.decode(raw)]
+    except msgspec.DecodeError:
+        return None
+    if "" in names or NUL in "".join(names):
+        return None
+    return names
 
 
 def _decode_top(

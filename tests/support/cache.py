@@ -45,9 +45,10 @@ class RunningCache:
         dsn: str,
         clock: Callable[[], float] | None,  # the app's time source
         wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+        port: int | None = None,  # one chosen beforehand (for a config that names it)
     ) -> None:
         self.config = config
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(config, dsn) if clock is None else create_app(config, dsn, clock=clock)
         # `wrap` puts test middleware (a recorder, a spy) around the app.

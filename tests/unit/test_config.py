@@ -15,6 +15,7 @@ from pip._internal.models.index import PyPI
 
 from mypypi2 import config, example_config
 from mypypi2.config import (
+    ClusterConfig,
     Config,
     DatabaseConfig,
     RepositoryConfig,
@@ -575,6 +576,7 @@ def test_commented_out_examples_are_valid(tmp_path: Path) -> None:
         (ServerConfig, "server", settings["server"]),
         (DatabaseConfig, "database", settings["database"]),
         (StorageConfig, "storage", settings["storage"]),
+        (ClusterConfig, "cluster", settings["cluster"]),
         (RepositoryConfig, "repositories", settings["repositories"][0]),
     ]
     examples: list[tuple[str, str]] = []

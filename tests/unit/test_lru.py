@@ -92,3 +92,46 @@ def test_pop_forgets_one_key_only() -> None:
     assert cache.get(("pypi", "a")) is None
     assert cache.get(("pypi", "b")) is kept
     assert len(cache) == 1
+
+
+def _sized(size: int) -> bytes:
+    return b"x" * size
+
+
+def test_cache_keeps_within_its_byte_budget() -> None:
+    cache: LRU[str, bytes] = LRU(10, budget=100, weigh=len)
+    cache.put("a", _sized(40))
+    cache.put("b", _sized(40))
+    assert cache.get("a") is not None  # now b is the least recently used
+
+    cache.put("c", _sized(40))
+
+    assert cache.get("b") is None
+    assert (cache.get("a"), cache.get("c")) != (None, None)
+    assert cache.weight == 80
+
+
+def test_an_entry_alone_over_the_budget_stays() -> None:
+    cache: LRU[str, bytes] = LRU(10, budget=100, weigh=len)
+    cache.put("a", _sized(10))
+    cache.put("big", _sized(500))
+
+    assert cache.get("a") is None
+    assert cache.get("big") is not None
+    assert cache.weight == 500
+
+
+def test_a_grown_entry_is_weighed_again() -> None:
+    held = {"a": bytearray(10), "b": bytearray(10)}
+    cache: LRU[str, bytearray] = LRU(10, budget=100, weigh=len)
+    cache.put("a", held["a"])
+    cache.put("b", held["b"])
+
+    held["b"].extend(bytes(85))  # b renders another form of itself
+    cache.reweigh("b")
+
+    assert cache.get("a") is None  # the least recently used went
+    assert cache.get("b") is held["b"]
+    assert cache.weight == 95
+    cache.pop("b")
+    assert (len(cache), cache.weight) == (0, 0)

@@ -783,6 +783,24 @@ def test_project_list_html() -> None:
     )
 
 
+def test_project_list_html_in_the_usual_shape_is_read_as_any_markup() -> None:
+    """Runs of `<a href="...">name</a><br />` are taken in one match: an href holding what
+    looks like an entry, a reference, or an anchor of another shape in the run count as the
+    tokenizer counts them."""
+    body = _html(
+        '<a href="/simple/a/">A</a><br />\n<a href="/simple/b/">b</a>\n'
+        '<a href="x>evil</a>">real</a><br/>'
+        '<a href="/simple/c/">a&amp;b</a><BR>'
+        "<a href='/simple/d/'>single</a>"
+        '<a href="/simple/e/" data-x="1">  spaced  </a>'
+        '<a href="/simple/f/">A</a><!-- <a href="/simple/g/">hidden</a> -->'
+        '<A HREF="/simple/h/">upper</A>'
+    )
+    assert parse_project_list(body, HTML_CT) == ProjectList(
+        names=("A", "b", "real", "a&b", "single", "spaced", "upper")
+    )
+
+
 def test_project_list_json() -> None:
     body = json.dumps(
         {

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from html import escape
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -12,6 +13,7 @@ import pytest
 
 from mypypi2 import render
 from mypypi2.models import FileEntry, ProjectList, ProjectPage
+from mypypi2.names import normalize
 
 PREFIX = "/pypi/files/demo/"
 SHA256 = "a" * 64
@@ -525,6 +527,34 @@ def test_index_html() -> None:
     ]
     assert "<y>" not in text
     assert text.count("</a><br />\n") == 4
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("Foo.Bar_baz", "a--b", "A._-b", "plain", "x_-_.y", "9"),  # every name plain
+        ("Foo.Bar_baz", "a\nb", "plain"),  # a line break in a name
+        ("Foo.Bar_baz", "é"),  # outside PEP 508's alphabet
+        ("",),
+        (),
+    ],
+)
+def test_index_html_of_plain_names_is_the_per_name_rendering(names: tuple[str, ...]) -> None:
+    """Lists of valid names skip escaping and normalize in bulk: nothing may change."""
+    rendered = render.index_html(ProjectList(names=names), "/pypi/simple/").decode()
+    entries = [
+        f'<a href="/pypi/simple/{render._name_segment(normalize(n))}/">{escape(n)}</a>'
+        for n in names
+    ]
+    assert rendered.split("<body>\n", 1)[1].removesuffix("  </body>\n</html>\n") == "".join(
+        f"{entry}<br />\n" for entry in entries
+    )
+
+
+def test_index_size_is_about_the_html_size() -> None:
+    names = ProjectList(names=tuple(f"Project_{i}.Tools" for i in range(1000)))
+    size = len(render.index_html(names, "/pypi/simple/"))
+    assert 0.9 * size < render.index_size(names, "/pypi/simple/") < 1.1 * size
 
 
 def test_index_json() -> None:

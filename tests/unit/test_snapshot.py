@@ -95,7 +95,7 @@ async def test_large_body_is_compressed_in_a_thread_and_round_trips(encoding: st
 
 def test_gzip_is_reproducible() -> None:
     # mtime=0: the same body always gives the same bytes, whichever worker compresses it.
-    assert snapshot._compress("gzip", BODY) == snapshot._compress("gzip", BODY)
+    assert snapshot.compress("gzip", BODY) == snapshot.compress("gzip", BODY)
 
 
 def test_etag_per_encoding() -> None:
@@ -204,3 +204,36 @@ def test_new_content_gets_a_new_etag() -> None:
         make_snapshot(revision=1).representation("text/html").etag
         != make_snapshot(revision=2).representation("text/html").etag
     )
+
+
+async def test_held_bytes_count_what_the_snapshot_holds_and_growth_is_told() -> None:
+    page = make_snapshot()
+    grown: list[int] = []
+    page.on_growth = lambda: grown.append(page.held_bytes())
+
+    await page.prepared("application/vnd.pypi.simple.v1+json", None)
+    await page.prepared("application/vnd.pypi.simple.v1+json", None)  # nothing new
+    prepared = await page.prepared("application/vnd.pypi.simple.v1+json", "gzip")
+
+    body = page.representation("application/vnd.pypi.simple.v1+json").body
+    assert isinstance(prepared.body, bytes) and body is not None
+    assert grown == [len(body), len(body) + len(prepared.body)]
+
+
+async def test_a_stored_representation_holds_nothing_and_keeps_its_headers() -> None:
+    page = make_snapshot()
+    stored = {
+        None: snapshot.StoredBody(("pypi", ""), ".pages/k/0", 5000, "/store/.pages/k/0"),
+        "gzip": snapshot.StoredBody(("pypi", ""), ".pages/k/0.gz", 700, None),
+    }
+    page.keep_stored("text/html", ETAG, stored)
+
+    identity = await page.prepared("text/html", None)
+    gzipped = await page.prepared("text/html", "gzip")
+
+    assert page.held_bytes() == 0
+    assert (identity.body, gzipped.body) == (stored[None], stored["gzip"])
+    assert (b"content-length", b"5000") in identity.headers
+    assert (b"content-length", b"700") in gzipped.headers
+    assert (b"etag", b'"0123456789abcdef-gzip"') in gzipped.headers
+    assert page.representation("text/html").worth_compressing()
