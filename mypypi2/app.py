@@ -90,8 +90,11 @@ async def _error_response(request: Request, exc: Exception) -> Response:
     headers = dict(_ERROR_HEADERS)
     if status == 503:
         headers["Retry-After"] = "1"
-    # An upstream failure was logged once, where it was met (not once per waiting client).
-    if status >= 500 and not isinstance(exc, UpstreamError):
+    # An upstream failure was logged once, where it was met (not once per waiting client),
+    # and an outage of the database once by whoever met it first (pages, the purge
+    # listener): a line per 503 would flood the log at the rate of the load. The access log
+    # still has every request.
+    if status >= 500 and not isinstance(exc, UpstreamError | DatabaseUnavailable):
         log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return PlainTextResponse(
         f"{exc}\n", status_code=status, headers=headers, media_type="text/plain; charset=utf-8"
