@@ -16,13 +16,13 @@ never interleave and a request costs no system call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from urllib.parse import quote
 
 import msgspec
 
+from mypypi2 import tasks
 from mypypi2.config import LogFormat
 from mypypi2.observe import RequestRecord, UpstreamRecord
 
@@ -70,10 +70,7 @@ class AccessLog:
         self._task = asyncio.create_task(self._flush_often())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         self.flush()
 
     def request(self, record: RequestRecord) -> None:

@@ -16,7 +16,6 @@ every `STORE_TOTALS_SECONDS`, never on the way of a request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from bisect import bisect_left
@@ -33,6 +32,7 @@ from prometheus_client import (
     values,
 )
 
+from mypypi2 import tasks
 from mypypi2.db import Database
 from mypypi2.errors import DatabaseUnavailable
 from mypypi2.observe import Observer, RequestRecord, UpstreamRecord
@@ -220,10 +220,7 @@ class Metrics:
         self._task = asyncio.create_task(self._flush_often())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         self.flush()
 
     def request(self, record: RequestRecord) -> None:

@@ -21,7 +21,6 @@ bytes from under a client:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 import asyncpg
 import msgspec
 
+from mypypi2 import tasks
 from mypypi2.clock import Clock
 from mypypi2.config import Config, RepositoryConfig, StorageConfig
 from mypypi2.eviction import Eviction, Limits, Policy, low_water, plan
@@ -196,10 +196,7 @@ class Sweeper:
             self._task = asyncio.create_task(self._run(every))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
 
     async def _run(self, every: float) -> None:
         while True:

@@ -14,14 +14,13 @@ the same batch would fail forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
 from collections import deque
 from collections.abc import Iterable
 
-from mypypi2 import names
+from mypypi2 import names, tasks
 from mypypi2.clock import Clock
 from mypypi2.db import Database
 from mypypi2.errors import DatabaseUnavailable
@@ -202,10 +201,7 @@ class Traffic:
 
     async def close(self) -> None:
         """Stop flushing, after one last flush of what is pending."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         try:
             await self.flush()
         except Exception as exc:  # shutting down: the status page misses a few seconds

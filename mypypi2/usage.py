@@ -13,12 +13,12 @@ recorded as used at every flush until they are closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
+from mypypi2 import tasks
 from mypypi2.clock import Clock
 from mypypi2.queries import Executor, stored_uses
 
@@ -74,10 +74,7 @@ class LastUse:
 
     async def close(self) -> None:
         """Stop flushing, after one last flush of what is pending."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         try:
             await self.flush()
         except Exception as exc:  # shutting down: the grace period covers what is lost
