@@ -27,7 +27,9 @@ async def admin(dsn: str, statement: str) -> None:
 async def scratch_database(postgres_dsn: str, template: str | None) -> AsyncIterator[str]:
     """A database of its own for one test (a clone of `template`), dropped afterwards."""
     name = f"mypypi2_test_{uuid.uuid4().hex[:12]}"
-    clone = f' TEMPLATE "{template}"' if template else ""
+    # FILE_COPY copies the template's few files at once; PostgreSQL 15's default (WAL_LOG)
+    # writes them through the WAL, a third slower per test on this small template.
+    clone = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
     await admin(postgres_dsn, f'CREATE DATABASE "{name}"{clone}')
     try:
         yield with_database(postgres_dsn, name)
